@@ -1,0 +1,97 @@
+"""Sliding windows over a stream of 16 kHz mono samples. Pure: no threads, no devices.
+
+The stream is taken to be preceded by silence (the window buffer starts as zeros), so
+the first window ends one hop after the stream starts and a clip shorter than a window
+is handled exactly like the first seconds of a live stream. Window ``k`` (k = 1, 2, ...)
+ends at sample ``k * hop``; ``flush()`` at the end of a finite stream emits one last
+window ending at the final sample when samples arrived after the last window's end.
+
+The same input gives the same windows whatever the block sizes it arrives in: every
+window is a function of the sample index at which it ends, nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Window:
+    """One analysis window: ``samples`` covers stream samples ``[end - len(samples), end)``.
+
+    ``start`` is clamped at 0 (the part before the stream began is zero padding);
+    ``final`` marks the extra window emitted by ``flush()``.
+    """
+
+    start: int
+    end: int
+    samples: np.ndarray
+    final: bool = False
+
+    def t_start(self, sample_rate: int) -> float:
+        return self.start / sample_rate
+
+    def t_end(self, sample_rate: int) -> float:
+        return self.end / sample_rate
+
+
+class Windower:
+    """Turns blocks of samples into windows of ``window`` samples every ``hop`` samples."""
+
+    def __init__(self, window: int, hop: int) -> None:
+        if window <= 0 or hop <= 0:
+            raise ValueError(f"window and hop must be positive sample counts, got {window} and {hop}")
+        if hop > window:
+            raise ValueError(f"hop ({hop} samples) must not exceed the window ({window} samples)")
+        self.window = window
+        self.hop = hop
+        self._buf = np.zeros(window, dtype=np.float32)
+        self._total = 0  # samples received so far
+        self._last_end = 0  # end sample of the last emitted window
+
+    @property
+    def samples_seen(self) -> int:
+        return self._total
+
+    def _append(self, piece: np.ndarray) -> None:
+        n = len(piece)
+        if n >= self.window:
+            self._buf[:] = piece[-self.window :]
+        else:
+            self._buf[:-n] = self._buf[n:]
+            self._buf[-n:] = piece
+        self._total += n
+
+    def _emit(self, final: bool = False) -> Window:
+        end = self._total
+        self._last_end = end
+        return Window(start=max(0, end - self.window), end=end, samples=self._buf.copy(), final=final)
+
+    def push(self, block: np.ndarray) -> Iterator[Window]:
+        """Feed a 1-D float32 block; yields every window that ends inside it."""
+        block = np.asarray(block, dtype=np.float32).reshape(-1)
+        pos = 0
+        while pos < len(block):
+            next_end = (self._total // self.hop + 1) * self.hop
+            take = min(next_end - self._total, len(block) - pos)
+            if take > 0:
+                self._append(block[pos : pos + take])
+                pos += take
+            if self._total == next_end:
+                yield self._emit()
+
+    def flush(self) -> Iterator[Window]:
+        """At the end of a finite stream: the last samples after the last window, if any."""
+        if self._total > self._last_end:
+            yield self._emit(final=True)
+
+
+def windows_of(signal: np.ndarray, window: int, hop: int) -> list[Window]:
+    """All windows of a whole clip, exactly as a stream of it would produce them."""
+    w = Windower(window, hop)
+    out = list(w.push(signal))
+    out.extend(w.flush())
+    return out

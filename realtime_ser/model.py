@@ -1,0 +1,180 @@
+"""Loading and checking a model: an ONNX file plus its JSON model card. Never pickle.
+
+The card (``models/default.json`` for the shipped model) is the contract between
+training and the runtime. Required keys:
+
+* ``labels``: class names, in the order of the ONNX probability columns;
+* ``sample_rate``, ``window_s``, ``hop_s``: the framing the model was trained with;
+* ``feature_spec``: the feature spec, with its ``hash`` (must equal ``features.SPEC_HASH``);
+* ``input_width``: the feature vector length (must equal ``features.N_FEATURES``);
+* ``normalization``: ``{"type": "none"}`` or the online speaker normaliser's prior
+  (``realtime_ser.normalize.NormalizerParams.to_json``);
+* ``vad``: ``{"min_voiced_s": ..., "floor_dbfs": ...}``, the gate used in training;
+* ``onnx_sha256``: the hash of the ONNX file it describes.
+
+The ONNX graph takes one float32 input ``[N, input_width]`` and has a probability
+output ``[N, len(labels)]`` (skl2onnx with ``zipmap=False``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import features
+from .errors import ModelError
+from .normalize import NormalizerParams
+from .vad import VadParams
+
+PACKAGE_MODEL_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODEL = PACKAGE_MODEL_DIR / "default.onnx"
+REQUIRED_CARD_KEYS = ("labels", "sample_rate", "window_s", "hop_s", "feature_spec", "input_width",
+                      "normalization", "vad", "onnx_sha256")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def card_path_for(onnx_path: Path) -> Path:
+    return onnx_path.with_suffix(".json")
+
+
+def read_card(card_path: Path) -> dict:
+    """The parsed, checked model card; ``ModelError`` naming the fix otherwise."""
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"model card {card_path} not found: every model needs its JSON card beside it "
+                         f"(same name, .json); re-export it with `python -m train export`") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"model card {card_path} is not readable JSON ({e}); restore it or re-export the model") from None
+    if not isinstance(card, dict):
+        raise ModelError(f"model card {card_path} must be a JSON object, got {type(card).__name__}")
+    missing = [k for k in REQUIRED_CARD_KEYS if k not in card]
+    if missing:
+        raise ModelError(f"model card {card_path} lacks {', '.join(missing)}; re-export the model with `python -m train export`")
+    spec_hash = (card.get("feature_spec") or {}).get("hash")
+    if spec_hash != features.SPEC_HASH:
+        raise ModelError(f"model card {card_path} was trained on feature spec {spec_hash!r} but this realtime-ser "
+                         f"computes {features.SPEC_HASH!r}; retrain the model (`python -m train export`) or install "
+                         f"the realtime-ser version it was made with")
+    if card["input_width"] != features.N_FEATURES:
+        raise ModelError(f"model card {card_path} says input width {card['input_width']} but the features have "
+                         f"{features.N_FEATURES}; retrain the model")
+    if card["sample_rate"] != features.SAMPLE_RATE:
+        raise ModelError(f"model card {card_path} says sample rate {card['sample_rate']}, expected "
+                         f"{features.SAMPLE_RATE}; retrain the model")
+    labels = card["labels"]
+    if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)
+            and len(set(labels)) == len(labels)):
+        raise ModelError(f"model card {card_path}: labels must be a non-empty list of distinct strings")
+    return card
+
+
+@dataclass
+class Model:
+    """A checked model: ``predict_proba(features) -> probabilities``, one intra- and inter-op thread."""
+
+    path: Path
+    card: dict
+    labels: tuple[str, ...]
+    normalizer: NormalizerParams | None
+    vad: VadParams
+    _session: object
+    _input: str
+    _prob_output: str
+
+    @property
+    def name(self) -> str:
+        return self.card.get("name", self.path.stem)
+
+    @property
+    def window_s(self) -> float:
+        return float(self.card["window_s"])
+
+    @property
+    def hop_s(self) -> float:
+        return float(self.card["hop_s"])
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """``(N, len(labels))`` float32 probabilities for ``(N, input_width)`` (normalised) features."""
+        x = np.ascontiguousarray(np.atleast_2d(x), dtype=np.float32)
+        (probs,) = self._session.run([self._prob_output], {self._input: x})
+        return np.asarray(probs, dtype=np.float32)
+
+    @classmethod
+    def load(cls, onnx_path: str | Path | None = None, card_path: str | Path | None = None) -> "Model":
+        path = Path(onnx_path) if onnx_path is not None else DEFAULT_MODEL
+        if not path.exists():
+            raise ModelError(f"model file {path} not found; omit --model to use the shipped model "
+                             f"or give the path of an .onnx file exported by `python -m train export`")
+        if not path.is_file():
+            raise ModelError(f"model path {path} is not a file; give the path of an .onnx file")
+        card = read_card(Path(card_path) if card_path is not None else card_path_for(path))
+        try:
+            digest = sha256_file(path)
+        except OSError as e:
+            raise ModelError(f"cannot read model file {path} ({e.strerror}); check its permissions") from None
+        if digest != card["onnx_sha256"]:
+            raise ModelError(f"model file {path} does not match its card (sha256 {digest[:12]}..., card says "
+                             f"{str(card['onnx_sha256'])[:12]}...): the file is corrupted or the card belongs to "
+                             f"another model; restore both from the same export")
+
+        import onnxruntime as ort  # heavy: imported only when a model is really loaded
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises several unrelated types for a bad file
+            raise ModelError(f"model file {path} is not a loadable ONNX model ({type(e).__name__}); "
+                             f"restore it or re-export it with `python -m train export`") from None
+        inputs = session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelError(f"model {path} has {len(inputs)} inputs, expected one float feature input")
+        width = inputs[0].shape[-1] if inputs[0].shape else None
+        if isinstance(width, int) and width != features.N_FEATURES:
+            raise ModelError(f"model {path} takes {width} features but realtime-ser computes "
+                             f"{features.N_FEATURES}; retrain it with `python -m train export`")
+        prob_outputs = [o.name for o in session.get_outputs() if "prob" in o.name.lower()]
+        if not prob_outputs:
+            raise ModelError(f"model {path} has no probability output; export it with zipmap off")
+        labels = tuple(card["labels"])
+        normalization = card["normalization"]
+        normalizer = None
+        if normalization.get("type") == "online_speaker":
+            try:
+                normalizer = NormalizerParams.from_json(normalization)
+            except (KeyError, TypeError, ValueError) as e:
+                raise ModelError(f"model card for {path}: bad normalization block ({e}); re-export the model") from None
+            if len(normalizer.prior_mean) != features.N_FEATURES:
+                raise ModelError(f"model card for {path}: normalization prior has {len(normalizer.prior_mean)} "
+                                 f"values, expected {features.N_FEATURES}; re-export the model")
+        elif normalization.get("type") != "none":
+            raise ModelError(f"model card for {path}: unknown normalization type {normalization.get('type')!r}")
+        try:
+            vad = VadParams(**card["vad"])
+        except (TypeError, ValueError) as e:
+            raise ModelError(f"model card for {path}: bad vad block ({e}); re-export the model") from None
+        model = cls(path=path, card=card, labels=labels, normalizer=normalizer, vad=vad,
+                    _session=session, _input=inputs[0].name, _prob_output=prob_outputs[0])
+        try:
+            probe = model.predict_proba(np.zeros((1, features.N_FEATURES), dtype=np.float32))
+        except Exception as e:  # a graph that loads but cannot run on our input
+            raise ModelError(f"model {path} fails on a {features.N_FEATURES}-feature input ({type(e).__name__}); "
+                             f"retrain it with `python -m train export`") from None
+        if probe.shape != (1, len(labels)):
+            raise ModelError(f"model {path} outputs {probe.shape[-1]} classes but its card lists {len(labels)} "
+                             f"labels; re-export the model and its card together")
+        return model
