@@ -1,0 +1,135 @@
+"""Shared test fixtures. Each section is owned by one part of the suite; add sections, don't rewrite others."""
+
+from __future__ import annotations
+
+# ---------------------------------------------------------------------------------------------
+# Live and corpus tests: the PulseAudio virtual microphone and ../shared/data.
+#
+# Tests marked ``live`` get a running virtual microphone (a PulseAudio null sink "vmic" whose
+# monitor is the default source; see scripts/vmic.sh). If none is reachable, one is started on a
+# private runtime directory for this test session and stopped at its end. Tests marked ``corpus``
+# need ../shared/data. Outside CI a missing microphone or corpus skips with the reason; with
+# CI set (CI=true), it fails: CI must run these tests, never silently skip them.
+# ---------------------------------------------------------------------------------------------
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+VMIC_SCRIPT = REPO_ROOT / "scripts" / "vmic.sh"
+VMIC_SINK = "vmic"
+VMIC_START_TIMEOUT_S = 30
+PACTL_TIMEOUT_S = 5
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip outside CI; fail in CI, where every test must really run."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)", pytrace=False)
+    pytest.skip(reason)
+
+
+def _vmic_ready() -> bool:
+    """True when a PulseAudio server answers and has the vmic sink."""
+    try:
+        result = subprocess.run(["pactl", "list", "short", "sinks"], capture_output=True, text=True,
+                                timeout=PACTL_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0 and any(
+        line.split("\t")[1:2] == [VMIC_SINK] for line in result.stdout.splitlines())
+
+
+@dataclass(frozen=True)
+class VirtualMic:
+    """A running virtual microphone: play into ``sink``, record from ``source`` (or PortAudio "pulse")."""
+
+    sink: str
+    source: str
+    started_here: bool
+
+    def play(self, path: Path, timeout_s: float) -> None:
+        """Play a sound file into the microphone at real-time pace; returns when playback ends."""
+        subprocess.run(["paplay", f"--device={self.sink}", str(path)], check=True, timeout=timeout_s)
+
+
+@pytest.fixture(scope="session")
+def _virtual_mic_session() -> Iterator[VirtualMic | str]:
+    """Start a private virtual microphone if none is reachable; yields it, or why there is none."""
+    if _vmic_ready():
+        yield VirtualMic(VMIC_SINK, f"{VMIC_SINK}.monitor", started_here=False)
+        return
+    missing = [tool for tool in ("pulseaudio", "pactl", "paplay") if shutil.which(tool) is None]
+    if missing:
+        yield (f"no PulseAudio virtual microphone reachable and {', '.join(missing)} not installed "
+               "(apt-get install pulseaudio pulseaudio-utils libasound2-plugins, or run bash .ci/run)")
+        return
+    runtime = tempfile.mkdtemp(prefix="realtime-ser-pulse-")
+    saved = {name: os.environ.get(name) for name in ("PULSE_RUNTIME_PATH", "PULSE_SERVER")}
+    os.environ["PULSE_RUNTIME_PATH"] = runtime  # this process and every child reach the private server
+    os.environ.pop("PULSE_SERVER", None)
+    env = dict(os.environ, VMIC_LOG=str(Path(runtime) / "pulseaudio.log"))
+    try:
+        result = subprocess.run(["bash", str(VMIC_SCRIPT), "start"], capture_output=True, text=True,
+                                env=env, timeout=VMIC_START_TIMEOUT_S)
+        if result.returncode != 0 or not _vmic_ready():
+            yield f"could not start the PulseAudio virtual microphone: {result.stderr.strip()}"
+            return
+        yield VirtualMic(VMIC_SINK, f"{VMIC_SINK}.monitor", started_here=True)
+    finally:
+        subprocess.run(["bash", str(VMIC_SCRIPT), "stop"], capture_output=True, env=env,
+                       timeout=VMIC_START_TIMEOUT_S)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+@pytest.fixture
+def virtual_mic(_virtual_mic_session: VirtualMic | str) -> VirtualMic:
+    """The running virtual microphone (checked again per test: a fault test may have killed it)."""
+    if isinstance(_virtual_mic_session, str):
+        skip_or_fail(_virtual_mic_session)
+    if not _vmic_ready():
+        result = subprocess.run(["bash", str(VMIC_SCRIPT), "start"], capture_output=True, text=True,
+                                timeout=VMIC_START_TIMEOUT_S)
+        if result.returncode != 0:
+            skip_or_fail(f"the PulseAudio virtual microphone went away and did not restart: {result.stderr}")
+    return _virtual_mic_session
+
+
+@pytest.fixture
+def shared_data_dir() -> Path:
+    """../shared/data (the emotional speech corpora)."""
+    if not SHARED_DATA.is_dir():
+        skip_or_fail(f"needs the corpora at {SHARED_DATA} (a checkout with ../shared beside it)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def missing():
+    """``missing(reason)``: skip the test outside CI, fail it in CI (for prerequisites found at run time)."""
+    return skip_or_fail
+
+
+@pytest.fixture(autouse=True)
+def _markers_need_their_resources(request: pytest.FixtureRequest) -> None:
+    """``live`` tests get the virtual microphone and ``corpus`` tests the corpora, or skip/fail."""
+    if request.node.get_closest_marker("corpus") is not None:
+        request.getfixturevalue("shared_data_dir")
+    if request.node.get_closest_marker("live") is not None:
+        request.getfixturevalue("virtual_mic")
