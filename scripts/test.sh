@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Set up and run the whole test suite, exactly as CI does (bash .ci/run adds the Debian packages first).
+#
+#   bash scripts/test.sh [pytest arguments...]
+#
+# 1. installs the package with its dev extras (pip install -e ".[dev]"; quick when already satisfied),
+# 2. starts a private PulseAudio virtual microphone (scripts/vmic.sh, on its own runtime directory, so it
+#    neither disturbs nor depends on any other PulseAudio server on the machine),
+# 3. runs python -m pytest -q, whose exit code is this script's exit code,
+# 4. stops that PulseAudio server, whatever happened.
+# Live tests skip when there is no PulseAudio, and corpus tests when ../shared/data is missing; with CI
+# set (CI=true) both fail instead. Set PYTHON to choose the interpreter.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python}
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PIP_PROGRESS_BAR=off
+
+"$PYTHON" -m pip install -q -e ".[dev]"
+
+PULSE_RUNTIME_PATH=$(mktemp -d "${TMPDIR:-/tmp}/realtime-ser-pulse.XXXXXX")
+export PULSE_RUNTIME_PATH VMIC_LOG="$PULSE_RUNTIME_PATH/pulseaudio.log"
+unset PULSE_SERVER
+cleanup() {
+    bash scripts/vmic.sh stop || echo "test.sh: could not stop PulseAudio ($PULSE_RUNTIME_PATH)" >&2
+    rm -rf "$PULSE_RUNTIME_PATH"
+}
+trap cleanup EXIT
+if ! bash scripts/vmic.sh start; then
+    echo "test.sh: no virtual microphone: live tests will skip (with CI set: fail)" >&2
+fi
+
+"$PYTHON" -m pytest -q "$@"
