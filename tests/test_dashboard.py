@@ -47,8 +47,8 @@ def prediction(k: int, emotion: str, speech: bool, **extra) -> dict:
         "t_end": (k + 1) * HOP_S,
         "emotion": emotion if speech else SILENCE,
         "confidence": probs.get(emotion) if speech else None,
-        "probabilities": probs,
-        "raw_probabilities": probs,
+        "probabilities": probs if speech else None,  # the runtime sends null in silence
+        "raw_probabilities": probs if speech else None,
         "speech": speech,
         "level_dbfs": -20.0 if speech else -70.0,
         "valence": -0.5,
@@ -77,8 +77,9 @@ def test_speech_events_show_emotion_bars_latency_and_counters(dashboard: Dashboa
     for k in range(6):
         dashboard.update(prediction(k, "angry", speech=True))
     dashboard.update({"type": "change", "t_start": 1.0, "t_end": 3.0, "emotion": "angry", "confidence": 0.86})
-    dashboard.update({"type": "status", "t_end": 3.0, "dropped_blocks": 3, "skipped_windows": 2,
-                      "normalizer_warmup": 0.25, "latency_ms": 41.0})
+    dashboard.update({"type": "status", "t": 3.25, "dropped_blocks": 3, "skipped_windows": 2,
+                      "normalizer_warmup": 0.25, "latency_ms": 41.0, "callback_max_ms": 0.12,
+                      "queue_depth": 1, "queue_capacity": 64})
     text = render(dashboard, capture_console())
 
     for row in big_text_lines("angry"):
@@ -93,7 +94,9 @@ def test_speech_events_show_emotion_bars_latency_and_counters(dashboard: Dashboa
     assert "dropped blocks 3" in text
     assert "skipped windows 2" in text
     assert "normaliser warm-up 25%" in text
-    assert "audio 3.0 s" in text
+    assert "audio 3.2 s" in text  # status events carry "t"
+    assert "callback max 0.12 ms" in text
+    assert "queue 1/64" in text
     assert "valence -0.50" in text and "arousal +0.75" in text
     assert "windows 6 · changes 1" in text
     assert "test-model-v1" in text and "virtual-mic-7" in text
@@ -111,6 +114,7 @@ def test_silence_state_after_speech(dashboard: Dashboard) -> None:
     assert "SPEECH" not in text
     assert "○ silence" in text
     assert "confidence" not in text  # no emotion is claimed on silence
+    assert "%" not in text.split("probabilities")[1].split("input")[0]  # no stale bars in silence
     letter = abbreviations(LABELS)["happy"]
     assert f"{letter} {letter} {letter} {letter} {SILENCE_CELL} {SILENCE_CELL} {SILENCE_CELL}" in text
 
@@ -219,3 +223,15 @@ def test_rich_default_live_would_swallow_stdout() -> None:
     """The control for the test above: Rich's default redirect takes the JSON lines off stdout."""
     result = _run_live_child("rich-default")
     assert result.stdout.count('"type"') < N_LINES
+
+
+def test_start_and_end_events_update_names_and_state(dashboard: Dashboard) -> None:
+    dashboard.update({"type": "start", "model": "ravdess-8 v2", "device": "pulse (16000 Hz, 1 ch)",
+                      "labels": list(LABELS)})
+    dashboard.update(prediction(0, "calm", speech=True))
+    dashboard.update({"type": "end", "t": 0.75, "reason": "end_of_input", "windows": 1})
+    text = render(dashboard, capture_console())
+    assert "ravdess-8 v2" in text and "pulse (16000 Hz, 1 ch)" in text
+    assert "test-model-v1" not in text
+    assert "ended: end_of_input" in text
+    assert "audio 0.8 s" in text

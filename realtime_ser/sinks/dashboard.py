@@ -179,6 +179,11 @@ class _State:
     skipped_windows: int = 0
     normalizer_warmup: float | bool | None = None
     callback_max_ms: float | None = None
+    queue_depth: int | None = None
+    queue_capacity: int | None = None
+    model_name: str = ""
+    device_name: str = ""
+    end_reason: str | None = None
     audio_time_s: float = 0.0
     n_predictions: int = 0
     n_changes: int = 0
@@ -191,10 +196,8 @@ class Dashboard:
     def __init__(self, console: Console, labels: Sequence[str], model_name: str, device_name: str) -> None:
         self.console = console  # kept for callers and sizing; the dashboard itself never prints
         self.labels = tuple(labels)
-        self.model_name = model_name
-        self.device_name = device_name
         self._letters = abbreviations(self.labels)
-        self._state = _State()
+        self._state = _State(model_name=model_name, device_name=device_name)
 
     # ---------------------------------------------------------------- updates
     def update(self, event: Mapping[str, Any]) -> None:
@@ -203,6 +206,13 @@ class Dashboard:
         changes: dict[str, Any] = {}
         kind = event.get("type")
 
+        if kind == "start":
+            for name, key in (("model", "model_name"), ("device", "device_name")):
+                if isinstance(event.get(name), str) and event[name]:
+                    changes[key] = event[name]
+        elif kind == "end" and isinstance(event.get("reason"), str):
+            changes["end_reason"] = event["reason"]
+
         if kind in ("prediction", "change") and isinstance(event.get("emotion"), str):
             changes["emotion"] = event["emotion"]
             changes["confidence"] = _number(event.get("confidence"))
@@ -210,6 +220,8 @@ class Dashboard:
             value = event.get(name)
             if isinstance(value, Mapping):
                 changes[name] = {k: v for k, v in ((k, _number(v)) for k, v in value.items()) if v is not None}
+            elif name in event and value is None:  # explicitly none: silence, no model output
+                changes[name] = {}
         if isinstance(event.get("speech"), bool):
             changes["speech"] = event["speech"]
         for name in ("level_dbfs", "valence", "arousal", "callback_max_ms"):
@@ -219,7 +231,7 @@ class Dashboard:
         if latency is not None:
             changes["latency_ms"] = latency
             changes["max_latency_ms"] = latency if s.max_latency_ms is None else max(s.max_latency_ms, latency)
-        for name in ("dropped_blocks", "skipped_windows"):
+        for name in ("dropped_blocks", "skipped_windows", "queue_depth", "queue_capacity"):
             count = _number(event.get(name))
             if count is not None:
                 changes[name] = int(count)
@@ -228,7 +240,7 @@ class Dashboard:
             changes["normalizer_warmup"] = warmup
         elif _number(warmup) is not None:
             changes["normalizer_warmup"] = _number(warmup)
-        t_end = _number(event.get("t_end"))
+        t_end = _number(event.get("t_end", event.get("t")))  # status and end events carry "t"
         if t_end is not None:
             changes["audio_time_s"] = max(s.audio_time_s, t_end)
 
@@ -254,7 +266,7 @@ class Dashboard:
         return Panel(
             Group(body, self._input_panel(s), self._timeline_panel(s), self._stats_panel(s)),
             title=Text("realtime-ser", style="bold"),
-            subtitle=Text(f"model {self.model_name} · device {self.device_name}", style="dim"),
+            subtitle=Text(f"model {s.model_name} · device {s.device_name}", style="dim"),
             border_style="bright_black",
         )
 
@@ -349,6 +361,11 @@ class Dashboard:
             health.append(" · normaliser " + ("warming up" if warmup else "ready"))
         elif warmup is not None:
             health.append(f" · normaliser warm-up {warmup:.0%}")
+        if s.queue_depth is not None:
+            capacity = "?" if s.queue_capacity is None else str(s.queue_capacity)
+            health.append(f" · queue {s.queue_depth}/{capacity}")
+        if s.end_reason is not None:
+            health.append(f" · ended: {s.end_reason}", style="bold")
         return Panel(Group(timing, health), title="stream", border_style="bright_black")
 
 
