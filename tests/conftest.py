@@ -133,3 +133,31 @@ def _markers_need_their_resources(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("shared_data_dir")
     if request.node.get_closest_marker("live") is not None:
         request.getfixturevalue("virtual_mic")
+
+
+# ---------------------------------------------------------------------------------------------
+# Runtime tests: a tiny real ONNX model with its card (tests/helpers.py builds it), built once.
+# ``tiny_model_path``: a pitch classifier (low voice -> sad, middle -> neutral, high -> happy);
+# ``tiny_model``: it loaded; ``normalized_model_path``: the same with an online_speaker block.
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from helpers import build_model
+
+    return build_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_path: Path):
+    from realtime_ser.model import Model
+
+    return Model.load(tiny_model_path)
+
+
+@pytest.fixture(scope="session")
+def normalized_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from helpers import build_model
+
+    return build_model(tmp_path_factory.mktemp("model_norm"), normalization="online_speaker", name="tiny_norm")

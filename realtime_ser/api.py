@@ -1,0 +1,161 @@
+"""The library API, for applications that embed realtime-ser rather than read its stdout.
+
+Events are the same dicts the CLI prints as JSON lines (see the README and
+``realtime_ser/schema/events.schema.json``)::
+
+    from realtime_ser.api import Tracker, predict_file
+
+    tracker = Tracker()                        # the shipped model; or Tracker(model="my.onnx")
+    for event in tracker.replay("talk.wav"):   # pace="fast" by default; "realtime" behaves like a mic
+        if event["type"] == "change":
+            print(event["t_end"], event["emotion"])
+
+    with Tracker() as tracker:                 # live microphone; Ctrl-C or tracker.stop() ends it
+        tracker.listen(callback=avatar.update, device="USB")   # blocks; or iterate tracker.listen()
+
+    predict_file("clip.wav")   # {"file": ..., "emotion": ..., "probabilities": {...}, "speech_s": ...}
+
+Errors are ``realtime_ser.errors.SerError`` subclasses with a one-line message.
+``listen`` and ``replay`` run the capture and the model in background threads; a
+``callback`` is called from the caller's thread, in order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from . import SAMPLE_RATE
+from .audio.sources import FileSource, MicSource
+from .events import PROB_DECIMALS, t_round
+from .pipeline import DEFAULT_QUEUE_S, DEFAULT_STATUS_EVERY_S, Pipeline, PipelineConfig
+from .smoothing import SILENCE, SmoothingParams
+from .stream import ModelLike, StreamConfig, StreamProcessor
+
+EventCallback = Callable[[dict], None]
+
+
+def load_model(model: ModelLike | str | Path | None) -> ModelLike:
+    """A loaded model: ``None`` is the shipped one, a path is an .onnx file with its card."""
+    if model is None or isinstance(model, (str, Path)):
+        from .model import Model  # onnxruntime is imported only here
+
+        return Model.load(model)
+    return model
+
+
+def stream_config(model: ModelLike, window_s: float | None = None, hop_s: float | None = None,
+                  smoothing: SmoothingParams | None = None) -> StreamConfig:
+    """The framing: the model card's window and hop unless overridden."""
+    return StreamConfig(window_s=float(window_s if window_s is not None else getattr(model, "window_s", 2.0)),
+                        hop_s=float(hop_s if hop_s is not None else getattr(model, "hop_s", 0.5)),
+                        smoothing=smoothing if smoothing is not None else SmoothingParams())
+
+
+class Tracker:
+    """Speech-emotion tracking of a microphone or a file, as a stream of event dicts."""
+
+    def __init__(self, model: ModelLike | str | Path | None = None, smoothing: SmoothingParams | None = None,
+                 window_s: float | None = None, hop_s: float | None = None,
+                 status_every_s: float = DEFAULT_STATUS_EVERY_S, queue_s: float = DEFAULT_QUEUE_S) -> None:
+        self.model = load_model(model)
+        self.config = PipelineConfig(stream=stream_config(self.model, window_s, hop_s, smoothing),
+                                     queue_s=queue_s, status_every_s=status_every_s)
+        self._pipeline: Pipeline | None = None
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.model.labels)
+
+    def _run(self, source, callback: EventCallback | None, duration_s: float | None):
+        cfg = self.config if duration_s is None else PipelineConfig(
+            stream=self.config.stream, queue_s=self.config.queue_s,
+            status_every_s=self.config.status_every_s, duration_s=duration_s)
+        pipeline = Pipeline(source, self.model, cfg)
+        self._pipeline = pipeline
+        events = pipeline.events()
+        if callback is None:
+            return events
+        for event in events:
+            callback(event)
+        return None
+
+    def replay(self, path: str | Path, pace: str = "fast", block_frames: int | None = None,
+               callback: EventCallback | None = None) -> Iterator[dict] | None:
+        """Events of a file (any WAV/FLAC/OGG, any rate and channel count)."""
+        return self._run(FileSource(path, pace=pace, block_frames=block_frames), callback, None)
+
+    def listen(self, device: int | str | None = None, callback: EventCallback | None = None,
+               block_frames: int | None = None, duration_s: float | None = None) -> Iterator[dict] | None:
+        """Events of a live input device (index, name substring, or None for the default)."""
+        return self._run(MicSource(device, block_frames=block_frames), callback, duration_s)
+
+    def stop(self) -> None:
+        """End the running stream (its ``end`` event still arrives)."""
+        if self._pipeline is not None:
+            self._pipeline.stop()
+
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pipeline is not None:
+            self._pipeline.close()
+
+
+def summarize_file(path: str | Path, model: ModelLike, config: StreamConfig) -> dict:
+    """One file, synchronously (no threads): mean probabilities over its speech windows."""
+    src = FileSource(path, pace="fast")
+    src.open()
+    try:
+        proc = StreamProcessor(model, src.sample_rate, config)
+        total = np.zeros(len(proc.labels))
+        speech_samples = 0
+        prev_end = 0
+
+        def run(pending) -> None:
+            nonlocal total, speech_samples, prev_end
+            for p in pending:
+                _, raw = proc.classify(p.window)
+                if raw is not None:
+                    total += raw
+                    speech_samples += p.window.end - prev_end
+                    proc.speech_windows += 1
+                proc.windows += 1
+                prev_end = p.window.end
+
+        start = 0
+        for data in src.blocks():
+            run(proc.ingest(start, data))
+            start += len(data)
+        run(proc.finish())
+    finally:
+        src.close()
+    out: dict = {"file": str(path)}
+    if proc.speech_windows:
+        mean = total / proc.speech_windows
+        out["emotion"] = proc.labels[int(np.argmax(mean))]
+        out["probabilities"] = {lbl: round(float(v), PROB_DECIMALS) for lbl, v in zip(proc.labels, mean)}
+    else:
+        out["emotion"] = SILENCE
+        out["probabilities"] = None
+    out["speech_s"] = t_round(speech_samples / SAMPLE_RATE)
+    out["duration_s"] = t_round(proc.samples_seen / SAMPLE_RATE)
+    out["windows"] = proc.windows
+    out["speech_windows"] = proc.speech_windows
+    return out
+
+
+def predict_file(path: str | Path, model: ModelLike | str | Path | None = None,
+                 window_s: float | None = None, hop_s: float | None = None) -> dict:
+    """``{"file", "emotion", "probabilities", "speech_s", "duration_s", "windows", "speech_windows"}``.
+
+    ``probabilities`` is the mean of the model's output over the file's speech windows
+    (``None``, and ``emotion`` ``"silence"``, when there are none); ``speech_s`` is the
+    audio time covered by speech windows (each window accounts for the audio since the
+    previous window's end). Raises ``InputAudioError`` for an unreadable file.
+    """
+    m = load_model(model)
+    return summarize_file(path, m, stream_config(m, window_s, hop_s))

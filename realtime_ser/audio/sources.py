@@ -1,0 +1,445 @@
+"""Audio sources: the microphone (a sounddevice callback) and a replayed file.
+
+Both put the same items into the same bounded ``queue.Queue``: ``Block`` (raw samples
+at the source's own rate and channel count, with the index of their first frame and
+the monotonic time they arrived), then ``END`` or a ``SourceFailure``. Conversion to
+16 kHz mono happens in one place, downstream (``convert.Converter`` in the worker).
+Time is counted in frames: a dropped block leaves a gap in the frame index that the
+worker fills with silence, so event times stay on the audio clock.
+
+This module creates no threads. ``MicSource`` lets PortAudio call ``CallbackCapture``;
+``FileSource.run`` is a blocking loop the pipeline runs in its own thread.
+
+``sounddevice`` is imported lazily (``realtime-ser --help`` does not load PortAudio).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import AudioDeviceError, ConfigError, InputAudioError, SerError
+from .convert import MAX_RATE, MIN_RATE, check_rate
+
+log = logging.getLogger(__name__)
+
+BLOCK_S = 0.05  # default block: 50 ms of audio at the source's rate
+MAX_CAPTURE_CHANNELS = 2  # a mic is mono or stereo; more channels are mixed down anyway
+STARTUP_TIMEOUT_S = 5.0  # a device that gives no audio at all within this is reported
+STALL_TIMEOUT_S = 1.0  # a running device silent for this long has gone away
+PUT_POLL_S = 0.1  # how often a blocking put re-checks the stop event
+FILE_FORMATS_HINT = "WAV, FLAC or OGG"
+
+
+@dataclass(frozen=True)
+class Block:
+    """Raw samples ``(frames, channels)`` starting at frame ``start`` of the source's stream."""
+
+    start: int
+    data: np.ndarray
+    arrival: float  # time.monotonic() when the block became available
+
+
+@dataclass(frozen=True)
+class SourceFailure:
+    """Put in the queue when a source fails; the worker raises ``error`` after what came before."""
+
+    error: SerError
+
+
+class _End:
+    def __repr__(self) -> str:
+        return "END"
+
+
+END = _End()
+"""Put in the queue after a finite source's last block."""
+
+
+class CaptureCounters:
+    """Counts kept by the producing side (plain ints: one writer, readers tolerate staleness)."""
+
+    def __init__(self) -> None:
+        self.blocks = 0
+        self.dropped_blocks = 0
+        self.dropped_frames = 0
+        self.input_overflows = 0
+        self.other_status_flags = 0
+
+
+class CallbackCapture:
+    """The whole job of the audio callback: copy the block into the bounded queue.
+
+    Never blocks (``put_nowait``), never logs or prints, allocates only the copy of one
+    block. A full queue is counted as a dropped block; PortAudio status flags are counted.
+    ``callback`` has the signature sounddevice expects, so tests can call it directly.
+    """
+
+    def __init__(self, q: queue.Queue) -> None:
+        self.queue = q
+        self.counters = CaptureCounters()
+        self.next_frame = 0
+        self.last_arrival: float | None = None
+        self.max_callback_s: float | None = None  # longest callback run, measured inside it
+        self.finished = False
+
+    def callback(self, indata: np.ndarray, frames: int, time_info: object, status: object) -> None:
+        now = time.monotonic()
+        if status:
+            if getattr(status, "input_overflow", False):
+                self.counters.input_overflows += 1
+            else:
+                self.counters.other_status_flags += 1
+        start = self.next_frame
+        self.next_frame = start + frames
+        self.last_arrival = now
+        self.counters.blocks += 1
+        try:
+            self.queue.put_nowait(Block(start, indata.copy(), now))
+        except queue.Full:
+            self.counters.dropped_blocks += 1
+            self.counters.dropped_frames += frames
+        took = time.monotonic() - now
+        if self.max_callback_s is None or took > self.max_callback_s:
+            self.max_callback_s = took
+
+    def on_finished(self) -> None:
+        self.finished = True
+
+
+# ---------------------------------------------------------------- devices
+
+
+@dataclass(frozen=True)
+class InputDevice:
+    index: int
+    name: str
+    hostapi: str
+    channels: int
+    default_rate: float
+    is_default: bool
+
+    def to_json(self) -> dict:
+        return {"index": self.index, "name": self.name, "hostapi": self.hostapi, "channels": self.channels,
+                "default_samplerate": self.default_rate, "default": self.is_default}
+
+
+def _sounddevice():
+    try:
+        import sounddevice
+    except OSError as e:  # the PortAudio shared library is missing
+        raise AudioDeviceError(f"cannot load PortAudio ({e}); install it (Debian/Ubuntu: apt install "
+                               f"libportaudio2) or analyse a file with `realtime-ser listen --replay FILE`") from None
+    return sounddevice
+
+
+def list_input_devices() -> list[InputDevice]:
+    """Every device with input channels; ``is_default`` marks PortAudio's default input."""
+    sd = _sounddevice()
+    try:
+        devices = sd.query_devices()
+        hostapis = sd.query_hostapis()
+        default_in = sd.default.device[0]
+    except sd.PortAudioError as e:
+        raise AudioDeviceError(f"cannot query audio devices ({e}); check the audio system, or use --replay FILE") from None
+    if default_in is None or default_in < 0:
+        try:
+            default_in = sd.query_devices(kind="input")["index"]
+        except (sd.PortAudioError, ValueError, KeyError, TypeError):
+            default_in = -1
+    out = []
+    for d in devices:
+        if d["max_input_channels"] > 0:
+            out.append(InputDevice(index=int(d["index"]), name=str(d["name"]),
+                                   hostapi=str(hostapis[d["hostapi"]]["name"]),
+                                   channels=int(d["max_input_channels"]),
+                                   default_rate=float(d["default_samplerate"]),
+                                   is_default=int(d["index"]) == default_in))
+    return out
+
+
+NO_DEVICE_HINT = ("connect a microphone (or start the audio server), check `realtime-ser devices`, "
+                  "or analyse a file with `realtime-ser listen --replay FILE`")
+
+
+def resolve_device(spec: int | str | None, devices: list[InputDevice]) -> InputDevice:
+    """``spec``: None (the default input), an index, or a case-insensitive name substring."""
+    if not devices:
+        raise AudioDeviceError(f"no audio input device found; {NO_DEVICE_HINT}")
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
+        for d in devices:
+            if d.is_default:
+                return d
+        return devices[0]
+    if isinstance(spec, int) or spec.strip().isdigit():
+        idx = int(spec)
+        for d in devices:
+            if d.index == idx:
+                return d
+        raise AudioDeviceError(f"device {idx} is not an input device; pick an index or a name from "
+                               f"`realtime-ser devices`")
+    needle = spec.strip().lower()
+    exact = [d for d in devices if d.name.lower() == needle]
+    if len(exact) == 1:
+        return exact[0]
+    matches = [d for d in devices if needle in d.name.lower()]
+    if not matches:
+        raise AudioDeviceError(f"no input device name contains {spec!r}; pick one from `realtime-ser devices`")
+    if len(matches) > 1:
+        names = "; ".join(f"{d.index}: {d.name}" for d in matches)
+        raise ConfigError(f"--device {spec!r} matches {len(matches)} input devices ({names}); give the index "
+                          f"or a longer part of the name")
+    return matches[0]
+
+
+def default_block_frames(rate: int) -> int:
+    return max(1, int(round(rate * BLOCK_S)))
+
+
+class MicSource:
+    """Live capture from a sounddevice ``InputStream`` at the device's own rate.
+
+    ``open()`` resolves the device and checks the settings; ``start(q)`` starts PortAudio
+    calling ``CallbackCapture.callback``; ``check()`` raises ``AudioDeviceError`` when the
+    device stops delivering audio; ``stop()`` closes the stream.
+    """
+
+    live = True
+
+    def __init__(self, device: int | str | None = None, block_frames: int | None = None) -> None:
+        if block_frames is not None and block_frames <= 0:
+            raise ConfigError(f"--block-size must be a positive number of frames, got {block_frames}")
+        self.device_spec = device
+        self.block_frames = block_frames
+        self.sample_rate = 0
+        self.channels = 0
+        self.name = "microphone"
+        self.capture: CallbackCapture | None = None
+        self._device: InputDevice | None = None
+        self._stream = None
+        self._started_at = 0.0
+        self._idle_counters = CaptureCounters()
+
+    @property
+    def counters(self) -> CaptureCounters:
+        return self.capture.counters if self.capture is not None else self._idle_counters
+
+    def open(self) -> None:
+        sd = _sounddevice()
+        dev = resolve_device(self.device_spec, list_input_devices())
+        rate = int(round(dev.default_rate))
+        if not MIN_RATE <= rate <= MAX_RATE:
+            raise AudioDeviceError(f"input device {dev.name!r} runs at {rate} Hz; supported are {MIN_RATE}-{MAX_RATE} "
+                                   f"Hz: pick another with --device (see `realtime-ser devices`)")
+        channels = min(dev.channels, MAX_CAPTURE_CHANNELS)
+        try:
+            sd.check_input_settings(device=dev.index, channels=channels, samplerate=rate, dtype="float32")
+        except (sd.PortAudioError, ValueError) as e:
+            raise AudioDeviceError(f"input device {dev.index} ({dev.name!r}) refuses {rate} Hz, {channels} channel(s) "
+                                   f"({e}); pick another with --device (see `realtime-ser devices`) or use "
+                                   f"--replay FILE") from None
+        self._device = dev
+        self.sample_rate = rate
+        self.channels = channels
+        self.name = f"{dev.index}: {dev.name}"
+        if self.block_frames is None:
+            self.block_frames = default_block_frames(rate)
+
+    def start(self, q: queue.Queue) -> None:
+        sd = _sounddevice()
+        assert self._device is not None, "open() first"
+        self.capture = CallbackCapture(q)
+        try:
+            self._stream = sd.InputStream(device=self._device.index, samplerate=self.sample_rate,
+                                          channels=self.channels, dtype="float32", blocksize=self.block_frames,
+                                          callback=self.capture.callback,
+                                          finished_callback=self.capture.on_finished)
+            self._stream.start()
+        except (sd.PortAudioError, ValueError) as e:
+            raise AudioDeviceError(f"cannot open input device {self.name!r} at {self.sample_rate} Hz ({e}); pick "
+                                   f"another with --device (see `realtime-ser devices`) or use --replay FILE") from None
+        self._started_at = time.monotonic()
+
+    def check(self) -> None:
+        """Raise ``AudioDeviceError`` if the device has stopped delivering audio."""
+        cap = self.capture
+        if cap is None or self._stream is None:
+            return
+        now = time.monotonic()
+        if cap.finished or not self._stream.active:
+            raise AudioDeviceError(f"input device {self.name!r} stopped (unplugged, or the audio server went away); "
+                                   f"reconnect it and check `realtime-ser devices`")
+        if cap.last_arrival is None:
+            if now - self._started_at > STARTUP_TIMEOUT_S:
+                raise AudioDeviceError(f"input device {self.name!r} delivered no audio in {STARTUP_TIMEOUT_S:g} s; "
+                                       f"pick another with --device (see `realtime-ser devices`)")
+        elif now - cap.last_arrival > STALL_TIMEOUT_S:
+            raise AudioDeviceError(f"input device {self.name!r} stopped delivering audio for {STALL_TIMEOUT_S:g} s "
+                                   f"(unplugged, or the audio server went away); reconnect it and check "
+                                   f"`realtime-ser devices`")
+
+    def stop(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        sd = _sounddevice()
+        try:
+            stream.abort(ignore_errors=True)
+            stream.close(ignore_errors=True)
+        except sd.PortAudioError as e:  # a device that vanished may refuse even to close
+            log.debug("closing the input stream: %s", e)
+
+
+# ---------------------------------------------------------------- files
+
+PACES = ("realtime", "fast")
+
+
+def _open_soundfile(path: Path):
+    import soundfile as sf
+
+    if not path.exists():
+        raise InputAudioError(f"{path}: no such file; give the path of a {FILE_FORMATS_HINT} file")
+    if path.is_dir():
+        raise InputAudioError(f"{path} is a directory; give the path of a {FILE_FORMATS_HINT} file")
+    if not os.access(path, os.R_OK):
+        raise InputAudioError(f"{path}: permission denied; make the file readable (chmod +r)")
+    if path.stat().st_size == 0:
+        raise InputAudioError(f"{path} is empty (0 bytes); expected a {FILE_FORMATS_HINT} file")
+    try:
+        f = sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        raise InputAudioError(f"{path} is not a readable audio file ({str(e).strip() or type(e).__name__}); "
+                              f"expected {FILE_FORMATS_HINT}") from None
+    except OSError as e:
+        raise InputAudioError(f"{path}: cannot read ({e.strerror or e})") from None
+    return f
+
+
+class FileSource:
+    """A file read in blocks (never whole): bounded memory whatever its length.
+
+    ``pace="fast"``: blocks are put with a blocking put, as fast as the worker takes
+    them; nothing is lost. ``pace="realtime"``: blocks are released on the wall clock
+    and go through the same ``CallbackCapture`` as a microphone (a full queue drops and
+    counts), so a realtime replay behaves exactly like live capture.
+    """
+
+    def __init__(self, path: str | Path, pace: str = "fast", block_frames: int | None = None) -> None:
+        if pace not in PACES:
+            raise ConfigError(f"--pace must be one of {', '.join(PACES)}, got {pace!r}")
+        if block_frames is not None and block_frames <= 0:
+            raise ConfigError(f"--block-size must be a positive number of frames, got {block_frames}")
+        self.path = Path(path)
+        self.pace = pace
+        self.live = pace == "realtime"
+        self.block_frames = block_frames
+        self.sample_rate = 0
+        self.channels = 0
+        self.frames = 0
+        self.name = str(self.path)
+        self.capture: CallbackCapture | None = None
+        self.counters = CaptureCounters()
+        self._file = None
+
+    def open(self) -> None:
+        f = _open_soundfile(self.path)
+        try:
+            rate = check_rate(f.samplerate, str(self.path))
+            if f.channels < 1:
+                raise InputAudioError(f"{self.path} has no audio channels")
+            if f.frames == 0:
+                raise InputAudioError(f"{self.path} holds no audio samples (a header only); expected a "
+                                      f"{FILE_FORMATS_HINT} file with audio")
+        except InputAudioError:
+            f.close()
+            raise
+        self._file = f
+        self.sample_rate = rate
+        self.channels = f.channels
+        self.frames = f.frames
+        if self.block_frames is None:
+            self.block_frames = default_block_frames(rate)
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """``(frames, channels)`` float32 blocks of ``block_frames`` (the last may be shorter)."""
+        import soundfile as sf
+
+        if self._file is None:
+            self.open()
+        f = self._file
+        done = 0
+        while True:
+            try:
+                data = f.read(self.block_frames, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError, OSError) as e:
+                raise InputAudioError(f"{self.path}: read failed after {done / self.sample_rate:.2f} s of audio "
+                                      f"({str(e).strip() or type(e).__name__}); the file is damaged or truncated") from None
+            if len(data) == 0:
+                break
+            done += len(data)
+            yield data
+        if done == 0:
+            raise InputAudioError(f"{self.path} holds no readable audio samples; the file is damaged or truncated")
+
+    def run(self, q: queue.Queue, stop: threading.Event) -> None:
+        """Put every block into ``q`` (paced or fast), then ``END``; a failure becomes a ``SourceFailure``."""
+        try:
+            if self.pace == "realtime":
+                self._run_realtime(q, stop)
+            else:
+                self._run_fast(q, stop)
+            item: object = END
+        except SerError as e:
+            item = SourceFailure(e)
+        finally:
+            self.close()
+        _put_blocking(q, item, stop)
+
+    def _run_fast(self, q: queue.Queue, stop: threading.Event) -> None:
+        start = 0
+        for data in self.blocks():
+            if not _put_blocking(q, Block(start, data, time.monotonic()), stop):
+                return
+            start += len(data)
+            self.counters.blocks += 1
+
+    def _run_realtime(self, q: queue.Queue, stop: threading.Event) -> None:
+        self.capture = cap = CallbackCapture(q)
+        self.counters = cap.counters
+        t0 = time.monotonic()
+        for data in self.blocks():
+            due = t0 + (cap.next_frame + len(data)) / self.sample_rate  # its last sample has been "recorded"
+            if stop.wait(max(0.0, due - time.monotonic())):
+                return
+            cap.callback(data, len(data), None, None)
+
+    def check(self) -> None:
+        """A file cannot vanish mid-stream in a way worth polling: read errors arrive as failures."""
+
+    def stop(self) -> None:
+        """The pipeline's stop event ends ``run``; nothing to do here."""
+
+    def close(self) -> None:
+        f, self._file = self._file, None
+        if f is not None:
+            f.close()
+
+
+def _put_blocking(q: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Put, waiting for room but giving up when ``stop`` is set; True when the item went in."""
+    while True:
+        try:
+            q.put(item, timeout=PUT_POLL_S)
+            return True
+        except queue.Full:
+            if stop.is_set():
+                return False

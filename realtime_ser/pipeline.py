@@ -1,0 +1,284 @@
+"""The only module with threads, queues, the stop event and the runtime counters.
+
+::
+
+    source (PortAudio callback, or a file feeder thread)
+        -> capture queue (bounded; a live source drops and counts when it is full)
+    worker thread: drain the queue -> StreamProcessor.ingest (convert, window)
+        -> skip stale windows (live only) -> StreamProcessor.process (VAD, features,
+           normaliser, model, smoothing) -> event queue
+    main thread: Pipeline.events() yields the events in order, for the sinks.
+
+**Overload.** In a live stream (microphone, or a file replayed at ``realtime`` pace)
+the worker first drains everything queued, then processes only windows that are
+fresh: a window is *stale*, skipped and counted in ``skipped_windows``, when more than
+one hop (plus one capture block) of newer audio has already arrived. So latency stays
+around one inference plus one hop, however slow the model. The capture queue holds
+``queue_s`` seconds of audio; beyond that the source drops whole blocks (counted in
+``dropped_blocks``), which the worker replaces by silence to keep the audio clock. A
+``fast`` replay skips nothing and drops nothing (the file reader waits for room).
+
+**Stop and errors.** ``stop()`` (from a signal handler too: it only sets a flag)
+makes the worker finish its current window and end the stream with an ``end`` event.
+An error in the source or the worker ends the stream the same way; ``events()``
+yields every event produced before it, then raises it in the main thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from . import SAMPLE_RATE
+from .audio.sources import END, Block, FileSource, MicSource, SourceFailure
+from .errors import ConfigError, SerError
+from .events import EndEvent, StatusEvent, t_round
+from .stream import ModelLike, Pending, StreamConfig, StreamProcessor
+
+log = logging.getLogger(__name__)
+
+DEFAULT_QUEUE_S = 5.0  # capture queue capacity, in seconds of audio
+DEFAULT_STATUS_EVERY_S = 5.0
+MIN_QUEUE_BLOCKS = 4
+EVENT_QUEUE_SIZE = 1024
+POLL_S = 0.1  # how often waiting threads re-check the stop flag / the device
+JOIN_TIMEOUT_S = 5.0
+MS_PER_S = 1000.0
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Runtime settings beyond the stream's framing (CLI: ``--status-every``, ``--duration``)."""
+
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    queue_s: float = DEFAULT_QUEUE_S
+    status_every_s: float = DEFAULT_STATUS_EVERY_S  # 0: no status events
+    duration_s: float | None = None  # stop after this much audio
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.queue_s) and self.queue_s > 0):
+            raise ConfigError(f"queue length must be a positive number of seconds, got {self.queue_s}")
+        if not (math.isfinite(self.status_every_s) and self.status_every_s >= 0):
+            raise ConfigError(f"--status-every must be >= 0 seconds (0 = never), got {self.status_every_s}")
+        if self.duration_s is not None and not (math.isfinite(self.duration_s) and self.duration_s > 0):
+            raise ConfigError(f"--duration must be a positive number of seconds, got {self.duration_s}")
+
+
+class _Done:
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+
+Source = MicSource | FileSource
+
+
+class Pipeline:
+    """Runs one source through the model. Use ``with Pipeline(...) as p: for ev in p.events(): ...``."""
+
+    def __init__(self, source: Source, model: ModelLike, config: PipelineConfig | None = None) -> None:
+        self.source = source
+        self.model = model
+        self.config = config if config is not None else PipelineConfig()
+        self.processor: StreamProcessor | None = None
+        self.audio_queue: queue.Queue | None = None
+        self._events: queue.Queue = queue.Queue(maxsize=EVENT_QUEUE_SIZE)
+        self._stop = threading.Event()
+        self._stop_reason: str | None = None  # set by stop(), possibly from a signal handler
+        self._abandoned = False  # the consumer went away: stop waiting for room in the event queue
+        self._threads: list[threading.Thread] = []
+        self._started = False
+        self._next_status_s = self.config.status_every_s
+
+    # ------------------------------------------------------------ control
+
+    def start(self) -> None:
+        """Open the source and start the threads; ``SerError`` here means nothing started."""
+        if self._started:
+            return
+        src = self.source
+        src.open()
+        self.processor = StreamProcessor(self.model, src.sample_rate, self.config.stream, live=src.live)
+        capacity = max(MIN_QUEUE_BLOCKS, math.ceil(self.config.queue_s * src.sample_rate / src.block_frames))
+        self.audio_queue = queue.Queue(maxsize=capacity)
+        worker = threading.Thread(target=self._work, name="ser-worker", daemon=True)
+        self._threads.append(worker)
+        if isinstance(src, FileSource):
+            feeder = threading.Thread(target=src.run, args=(self.audio_queue, self._stop), name="ser-file", daemon=True)
+            self._threads.append(feeder)
+        else:
+            src.start(self.audio_queue)
+        self._started = True
+        for t in self._threads:
+            t.start()
+
+    def stop(self, reason: str = "stopped") -> None:
+        """Ask the stream to end. Safe to call from a signal handler (it only sets flags)."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+
+    def close(self) -> None:
+        """Stop, wait for the threads, release the device."""
+        self.stop()
+        self._abandoned = True
+        self._stop.set()
+        for t in self._threads:
+            t.join(JOIN_TIMEOUT_S)
+        self.source.stop()
+
+    def __enter__(self) -> "Pipeline":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ consumer (main thread)
+
+    def events(self) -> Iterator[dict]:
+        """Every event as a JSON-ready dict, in order; raises the stream's error after the last one."""
+        self.start()
+        error: BaseException | None = None
+        try:
+            while True:
+                if self._stop_reason is not None and not self._stop.is_set():
+                    self._stop.set()
+                try:
+                    item = self._events.get(timeout=POLL_S)
+                except queue.Empty:
+                    continue
+                if isinstance(item, _Done):
+                    error = item.error
+                    break
+                yield item
+        finally:
+            self.close()
+        if error is not None:
+            raise error
+
+    # ------------------------------------------------------------ worker thread
+
+    def _emit(self, event) -> None:
+        item = event.to_json() if hasattr(event, "to_json") else event
+        while not self._abandoned:
+            try:
+                self._events.put(item, timeout=POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def _work(self) -> None:
+        proc = self.processor
+        src = self.source
+        error: BaseException | None = None
+        reason = "stopped"
+        try:
+            self._emit(proc.start_event(src.name, src.sample_rate, src.channels))
+            reason = self._loop()
+        except SerError as e:
+            error, reason = e, "error"
+        except Exception as e:  # a bug: still end the stream cleanly, the main thread re-raises it
+            log.debug("worker failed", exc_info=True)
+            error, reason = e, "error"
+        finally:
+            counters = src.counters
+            self._emit(EndEvent(t=t_round(proc.time_s), reason=reason, windows=proc.windows,
+                                skipped_windows=proc.skipped, dropped_blocks=counters.dropped_blocks,
+                                error=str(error) if error is not None else None))
+            self._stop.set()
+            self._put_done(error)
+
+    def _put_done(self, error: BaseException | None) -> None:
+        done = _Done(error)
+        while not self._abandoned:
+            try:
+                self._events.put(done, timeout=POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def _loop(self) -> str:
+        """Returns the end reason; raises the source's or the model's error."""
+        q = self.audio_queue
+        proc = self.processor
+        limit = None if self.config.duration_s is None else int(round(self.config.duration_s * SAMPLE_RATE))
+        while not self._stop.is_set():
+            try:
+                items = [q.get(timeout=POLL_S)]
+            except queue.Empty:
+                self.source.check()
+                continue
+            while True:  # drain what is already there: stale windows are decided on the newest audio
+                try:
+                    items.append(q.get_nowait())
+                except queue.Empty:
+                    break
+            pending: list[Pending] = []
+            ended = False
+            failure: BaseException | None = None
+            last_arrival = 0.0
+            for item in items:
+                if item is END:
+                    ended = True
+                    break
+                if isinstance(item, SourceFailure):
+                    failure = item.error
+                    break
+                assert isinstance(item, Block)
+                pending += proc.ingest(item.start, item.data, item.arrival)
+                last_arrival = item.arrival
+            if ended or failure is not None:
+                pending += proc.finish(last_arrival)
+            if limit is not None:
+                pending = [p for p in pending if p.window.end <= limit]
+            self._run_windows(pending)
+            if failure is not None:
+                raise failure
+            if limit is not None and proc.samples_seen >= limit:
+                return "duration"
+            if ended:
+                return "end_of_input"
+        return self._stop_reason or "stopped"
+
+    def _run_windows(self, pending: list[Pending]) -> None:
+        proc = self.processor
+        src = self.source
+        stale_after = proc.config.hop_samples + math.ceil(src.block_frames * SAMPLE_RATE / src.sample_rate)
+        newest = proc.samples_seen
+        for p in pending:
+            if self._stop.is_set():
+                return
+            if src.live and newest - p.window.end > stale_after:
+                proc.skip(p)
+            else:
+                for ev in proc.process(p, dropped_blocks=src.counters.dropped_blocks):
+                    self._emit(ev)
+            self._maybe_status(p.window.end)
+
+    def _maybe_status(self, end_sample: int) -> None:
+        every = self.config.status_every_s
+        if every <= 0 or end_sample / SAMPLE_RATE < self._next_status_s:
+            return
+        while self._next_status_s <= end_sample / SAMPLE_RATE:
+            self._next_status_s += every
+        self._emit(self.status_event(end_sample / SAMPLE_RATE))
+
+    def status_event(self, t: float) -> StatusEvent:
+        """Counters at audio time ``t`` (the end of the window just handled)."""
+        proc = self.processor
+        src = self.source
+        c = src.counters
+        cap = getattr(src, "capture", None)
+        cb_max = None
+        if cap is not None and cap.max_callback_s is not None:
+            cb_max = round(cap.max_callback_s * MS_PER_S, 3)
+        return StatusEvent(t=t_round(t), emotion=proc.emotion, windows=proc.windows,
+                           skipped_windows=proc.skipped, dropped_blocks=c.dropped_blocks,
+                           dropped_s=t_round(c.dropped_frames / src.sample_rate),
+                           input_overflows=c.input_overflows, nonfinite_samples=proc.converter.nonfinite,
+                           queue_depth=self.audio_queue.qsize(), queue_capacity=self.audio_queue.maxsize,
+                           callback_max_ms=cb_max, latency_ms=proc.last_latency_ms,
+                           normalizer_warmup=proc.normalizer_warmup, model=self.model.name, device=src.name)

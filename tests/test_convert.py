@@ -1,0 +1,98 @@
+"""Sample conversion and the one streaming resampler (realtime_ser.audio.convert)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from realtime_ser.audio.convert import Converter, replace_nonfinite, to_float32, to_mono
+from realtime_ser.errors import InputAudioError
+
+SR = 16_000
+
+
+def stream(conv: Converter, x: np.ndarray, sizes: list[int]) -> np.ndarray:
+    out, i, k = [], 0, 0
+    while i < len(x):
+        n = sizes[k % len(sizes)]
+        out.append(conv.process(x[i:i + n]))
+        i += n
+        k += 1
+    out.append(conv.flush())
+    return np.concatenate(out)
+
+
+def dominant_hz(x: np.ndarray, sr: int) -> float:
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.argmax(spec) * sr / len(x))
+
+
+def test_int_formats_scale_to_unit_range():
+    assert to_float32(np.array([-32768, 0, 16384], dtype=np.int16)).tolist() == [-1.0, 0.0, 0.5]
+    assert to_float32(np.array([-2**31, 2**30], dtype=np.int32)).tolist() == [-1.0, 0.5]
+    assert to_float32(np.array([0, 128, 192], dtype=np.uint8)).tolist() == [-1.0, 0.0, 0.5]
+    assert to_float32(np.array([0.25], dtype=np.float64)).dtype == np.float32
+    with pytest.raises(InputAudioError):
+        to_float32(np.array(["a"]))
+
+
+def test_mono_is_the_channel_mean():
+    block = np.array([[1.0, 0.0], [0.5, -0.5]], dtype=np.float32)
+    assert to_mono(block).tolist() == [0.5, 0.0]
+    assert to_mono(block[:, :1]).tolist() == [1.0, 0.5]
+
+
+def test_nan_and_inf_become_zero_and_are_counted():
+    x = np.array([0.1, np.nan, np.inf, -np.inf, 0.2], dtype=np.float32)
+    clean, n = replace_nonfinite(x)
+    assert n == 3 and clean.tolist() == pytest.approx([0.1, 0.0, 0.0, 0.0, 0.2])
+    conv = Converter(SR)
+    out = conv.process(np.stack([x, x], axis=1))
+    assert conv.nonfinite == 6 and np.all(np.isfinite(out))
+
+
+@pytest.mark.parametrize("rate", [7_999, 192_001, 44_100.5])
+def test_unsupported_rates_are_refused_with_advice(rate):
+    with pytest.raises(InputAudioError, match="8000 to 192000"):
+        Converter(rate)
+
+
+def test_48k_stereo_tone_becomes_16k_mono_at_the_same_pitch_and_time():
+    seconds, freq = 3.0, 440.0
+    t = np.arange(int(48_000 * seconds)) / 48_000
+    left = 0.5 * np.sin(2 * np.pi * freq * t)
+    stereo = np.stack([left, left], axis=1).astype(np.float32)
+    out = stream(Converter(48_000), stereo, [480, 1024, 4096])
+    assert len(out) == int(SR * seconds)
+    assert dominant_hz(out, SR) == pytest.approx(freq, abs=1.0)
+    # amplitude kept and no time shift: compare with the ideal 16 kHz tone away from the edges
+    ideal = 0.5 * np.sin(2 * np.pi * freq * np.arange(len(out)) / SR)
+    mid = slice(SR // 2, -SR // 2)
+    assert np.max(np.abs(out[mid] - ideal[mid])) < 1e-3
+
+
+def test_one_channel_of_silence_halves_the_level():
+    x = np.stack([np.ones(SR, np.float32) * 0.4, np.zeros(SR, np.float32)], axis=1)
+    out = stream(Converter(SR), x, [SR])
+    assert np.allclose(out, 0.2)
+
+
+@pytest.mark.parametrize("rate", [8_000, 11_025, 22_050, 44_100, 48_000, 96_000, 192_000])
+def test_every_rate_gives_the_right_length(rate):
+    x = np.random.default_rng(rate).standard_normal(rate * 2 + 13).astype(np.float32) * 0.1
+    out = stream(Converter(rate), x, [rate // 20])
+    assert abs(len(out) - len(x) * SR / rate) <= 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(rate=st.sampled_from([8_000, 22_050, 44_100, 48_000, 96_000]),
+       sizes=st.lists(st.integers(1, 5000), min_size=1, max_size=6))
+def test_resampler_output_does_not_depend_on_block_split(rate, sizes):
+    x = np.random.default_rng(1).standard_normal(rate + 777).astype(np.float32)
+    whole = stream(Converter(rate), x, [len(x)])
+    split = stream(Converter(rate), x, sizes)
+    assert len(split) == len(whole)
+    assert abs(len(whole) - len(x) * SR / rate) <= 1
+    np.testing.assert_array_equal(split, whole)

@@ -1,0 +1,137 @@
+"""Replay through the whole runtime (pipeline threads, conversion, VAD, model, smoothing, events)."""
+
+from __future__ import annotations
+
+import math
+
+import jsonschema
+import numpy as np
+import pytest
+from helpers import HIGH_F0, LOW_F0, SlowModel, comparable, load_schema, noise, voice, write_audio
+
+from realtime_ser.api import Tracker
+from realtime_ser.audio.sources import FileSource
+from realtime_ser.errors import InputAudioError
+from realtime_ser.pipeline import Pipeline, PipelineConfig
+from realtime_ser.stream import StreamProcessor
+
+SR = 16_000
+HOP_S = 0.5
+
+
+def speech_clip(low_s: float = 3.0, high_s: float = 3.0, lead_s: float = 0.5, tail_s: float = 0.3) -> np.ndarray:
+    return np.concatenate([np.zeros(int(lead_s * SR), np.float32), voice(LOW_F0, low_s, seed=1),
+                           voice(HIGH_F0, high_s, seed=2), np.zeros(int(tail_s * SR), np.float32)])
+
+
+def of_type(events, kind):
+    return [e for e in events if e["type"] == kind]
+
+
+@pytest.fixture(scope="module")
+def clip_path(tmp_path_factory):
+    return write_audio(tmp_path_factory.mktemp("replay") / "clip.wav", speech_clip())
+
+
+def test_three_block_sizes_give_identical_events(tiny_model, tmp_path):
+    # 44.1 kHz stereo with a length that is no multiple of the hop: resampler and flush both matter
+    x = speech_clip(2.0, 2.0, tail_s=0.37)
+    t = np.arange(int(len(x) * 44_100 / SR)) / 44_100
+    x44 = np.interp(t, np.arange(len(x)) / SR, x).astype(np.float32)
+    path = write_audio(tmp_path / "c44.wav", np.stack([x44, 0.5 * x44], axis=1), 44_100)
+    tracker = Tracker(model=tiny_model, status_every_s=1.0)
+    runs = [list(tracker.replay(path, pace="fast", block_frames=n)) for n in (256, 1000, 44_100)]
+    assert comparable(runs[0]) == comparable(runs[1]) == comparable(runs[2])
+    preds = of_type(runs[0], "prediction")
+    assert any(p["speech"] for p in preds) and of_type(runs[0], "change")
+
+
+def test_fast_replay_loses_nothing_even_with_a_slow_model(tiny_model, clip_path):
+    slow = SlowModel(tiny_model, delay_s=0.02)
+    events = list(Tracker(model=slow).replay(clip_path, pace="fast", block_frames=160))
+    duration = len(speech_clip()) / SR
+    preds = of_type(events, "prediction")
+    assert len(preds) == math.ceil(duration / HOP_S)  # every window, including the final partial one
+    assert [p["t_end"] for p in preds][:3] == [0.5, 1.0, 1.5]
+    assert preds[-1]["t_end"] == pytest.approx(duration)
+    end = events[-1]
+    assert end["type"] == "end" and end["reason"] == "end_of_input"
+    assert end["skipped_windows"] == 0 and end["dropped_blocks"] == 0 and end["windows"] == len(preds)
+    assert slow.calls == sum(p["speech"] for p in preds)  # the model runs on speech windows only
+
+
+def test_voice_changes_move_the_smoothed_emotion_at_the_right_time(tiny_model, clip_path):
+    events = list(Tracker(model=tiny_model).replay(clip_path, pace="fast"))
+    changes = [(c["previous"], c["emotion"], c["t_end"]) for c in of_type(events, "change")]
+    assert changes[0][:2] == ("silence", "sad") and changes[0][2] <= 0.5 + 1.5
+    to_happy = [t for prev, emo, t in changes if emo == "happy"]
+    assert to_happy and 3.5 < to_happy[0] <= 3.5 + 2.5  # within a window + dwell of the switch at 3.5 s
+    final = of_type(events, "prediction")[-1]
+    assert final["emotion"] == "happy" and final["valence"] > 0 and final["arousal"] > 0
+    assert abs(sum(final["probabilities"].values()) - 1) < 1e-3
+
+
+@pytest.mark.parametrize("kind", ["silence", "low noise", "loud noise"])
+def test_silence_and_noise_claim_no_emotion(tiny_model, tmp_path, kind):
+    x = {"silence": np.zeros(4 * SR, np.float32), "low noise": noise(4.0, -60.0),
+         "loud noise": noise(4.0, -20.0)}[kind]
+    events = list(Tracker(model=tiny_model).replay(write_audio(tmp_path / "n.wav", x), pace="fast"))
+    preds = of_type(events, "prediction")
+    assert len(preds) == 8
+    assert all(p["emotion"] == "silence" and not p["speech"] and p["probabilities"] is None for p in preds)
+    assert all(p["valence"] == 0 and p["arousal"] == 0 for p in preds)
+    assert not of_type(events, "change")
+
+
+def test_48k_stereo_and_16k_mono_give_the_same_timeline(tiny_model, tmp_path, clip_path):
+    x = speech_clip()
+    import soxr
+
+    x48 = soxr.resample(x, SR, 48_000).astype(np.float32)
+    path48 = write_audio(tmp_path / "s48.wav", np.stack([x48, x48], axis=1), 48_000)
+    tr = Tracker(model=tiny_model)
+    a = of_type(list(tr.replay(clip_path)), "prediction")
+    b = of_type(list(tr.replay(path48)), "prediction")
+    assert [p["t_end"] for p in a] == [p["t_end"] for p in b]
+    assert [p["emotion"] for p in a] == [p["emotion"] for p in b]
+    assert [p["speech"] for p in a] == [p["speech"] for p in b]
+
+
+def test_speaker_normaliser_warms_up_on_speech(normalized_model_path, clip_path):
+    events = list(Tracker(model=str(normalized_model_path)).replay(clip_path))
+    warm = [p["normalizer_warmup"] for p in of_type(events, "prediction")]
+    assert warm[0] == 0.0 and all(b >= a for a, b in zip(warm, warm[1:])) and warm[-1] > 0.5
+
+
+def test_every_event_validates_against_the_schema(tiny_model, clip_path):
+    validator = jsonschema.Draft202012Validator(load_schema())
+    events = list(Tracker(model=tiny_model, status_every_s=1.0).replay(clip_path))
+    for e in events:
+        validator.validate(e)
+    assert {e["type"] for e in events} == {"start", "prediction", "change", "status", "end"}
+    assert events[0]["type"] == "start" and events[-1]["type"] == "end"
+
+
+def test_a_read_error_midway_keeps_what_came_before(tiny_model, clip_path):
+    class Breaking(FileSource):
+        def blocks(self):
+            for i, block in enumerate(super().blocks()):
+                if i == 40:  # 2 s of 50 ms blocks
+                    raise InputAudioError("disk on fire")
+                yield block
+
+    seen = []
+    with pytest.raises(InputAudioError, match="disk on fire"):
+        for e in Pipeline(Breaking(clip_path), tiny_model, PipelineConfig()).events():
+            seen.append(e)
+    assert len(of_type(seen, "prediction")) == 4  # windows ending at 0.5 .. 2.0 s
+    assert seen[-1]["type"] == "end" and seen[-1]["reason"] == "error" and "disk on fire" in seen[-1]["error"]
+
+
+def test_dropped_blocks_become_silence_on_the_audio_clock(tiny_model):
+    proc = StreamProcessor(tiny_model, 48_000)
+    block = np.ones((4800, 2), np.float32) * 0.1
+    ends = [p.window.end for p in proc.ingest(0, block)]
+    ends += [p.window.end for p in proc.ingest(48_000, block)]  # 0.9 s of blocks were dropped
+    assert proc.samples_seen >= int(1.05 * SR) - 100  # the gap counted as time
+    assert ends == [8000, 16000]
