@@ -161,3 +161,20 @@ def normalized_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from helpers import build_model
 
     return build_model(tmp_path_factory.mktemp("model_norm"), normalization="online_speaker", name="tiny_norm")
+
+
+# ---------------------------------------------------------------------------------------------
+# Training tests (tests/test_train.py): the data root as train/ resolves it ($REALTIME_SER_DATA,
+# else ../shared/data); missing, it skips with the reason (fails in CI, like ``corpus``).
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def data_root() -> Path:
+    """The corpora's data root for ``corpus`` training tests."""
+    from train.data import DataError, resolve_data_root
+
+    try:
+        return resolve_data_root(None)
+    except DataError as e:
+        skip_or_fail(f"needs the corpora: {e}")

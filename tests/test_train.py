@@ -1,0 +1,369 @@
+"""The training side: data root, windows, caching, speaker-independent evaluation, export, parity.
+
+Most tests run on a small synthetic corpus (generated voices written as 16 kHz mono FLAC
+with manifests and fold files laid out like ../shared/data), so the whole
+dataset -> evaluate -> export -> parity -> Model.load path runs everywhere. Tests marked
+``corpus`` do a small real run (2 speakers per corpus, one fold) on the corpora.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+from helpers import voice
+
+from realtime_ser import features
+from realtime_ser.audio.windowing import windows_of
+from realtime_ser.model import REQUIRED_CARD_KEYS, Model
+from realtime_ser.normalize import OnlineNormalizer
+from train import data as tdata
+from train import dataset, evaluate, export, recipes
+from train.__main__ import main as train_main
+from train.report import read_report, write_report
+
+SR = 16_000
+SYN_CLASSES = {"sad": 110.0, "neutral": 170.0, "angry": 260.0}  # label -> F0 of its synthetic voice
+SYN_SPEAKERS = {"ravdess": ("Actor_01", "Actor_02", "Actor_03"), "emodb": ("03", "08", "09")}
+SYN_CLIPS_PER_CLASS = 2
+SPEAKER_F0_SHIFT = (0.92, 1.0, 1.08)  # each speaker's voice a little lower or higher
+LEAD_SILENCE_S = 0.6
+VOICE_S = 1.8
+
+
+def _write_corpus(root, corpus: str) -> None:
+    folder = root / corpus
+    rows, folds = [], []
+    for s, spk in enumerate(SYN_SPEAKERS[corpus]):
+        folds.append((spk, s + 1))
+        for label, f0 in SYN_CLASSES.items():
+            for k in range(SYN_CLIPS_PER_CLASS):
+                x = voice(f0 * SPEAKER_F0_SHIFT[s] * (1 + 0.02 * k), VOICE_S, seed=100 * s + k)
+                pad = np.zeros(int(LEAD_SILENCE_S * SR), dtype=np.float32)
+                rel = f"{spk}/{label}-{k}.flac"
+                (folder / spk).mkdir(parents=True, exist_ok=True)
+                sf.write(str(folder / rel), np.concatenate([pad, x, pad]), SR, subtype="PCM_16")
+                sha = hashlib.sha256((folder / rel).read_bytes()).hexdigest()
+                rows.append((rel, spk, label, f"{VOICE_S + 2 * LEAD_SILENCE_S:.3f}", sha))
+    with open(folder / "MANIFEST.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(tdata.MANIFEST_COLUMNS)
+        w.writerows(rows)
+    (root / "protocols").mkdir(exist_ok=True)
+    with open(root / "protocols" / f"{corpus}_speaker_folds.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(tdata.FOLD_COLUMNS)
+        w.writerows(folds)
+
+
+@pytest.fixture(scope="module")
+def syn_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("syndata")
+    for corpus in tdata.CORPORA:
+        _write_corpus(root, corpus)
+    return root
+
+
+@pytest.fixture(scope="module")
+def syn_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def syn_report(syn_root, syn_cache, tmp_path_factory):
+    """A full evaluation of the synthetic corpora (logreg, both modes, seed), written to disk."""
+    cfg = evaluate.EvalConfig(data_root=syn_root, recipes=("logreg",), modes=recipes.NORM_MODES, jobs=1,
+                              cache_dir=syn_cache)
+    from realtime_ser.vad import VadParams
+    from train.report import complete_report
+
+    rep = complete_report(evaluate.evaluate(cfg), cfg.framing, VadParams())
+    out = write_report(rep, tmp_path_factory.mktemp("report"))
+    return out
+
+
+# ---------------------------------------------------------------- data
+
+
+def test_data_root_resolution_and_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv(tdata.DATA_ENV, str(tmp_path))
+    assert tdata.resolve_data_root(None) == tmp_path.resolve()
+    assert tdata.resolve_data_root(str(tmp_path)) == tmp_path.resolve()
+    with pytest.raises(tdata.DataError, match="--data") as e:
+        tdata.resolve_data_root(str(tmp_path / "nope"))
+    assert "\n" not in str(e.value)
+    with pytest.raises(tdata.DataError, match="MANIFEST.csv not found"):
+        tdata.load_manifest(tmp_path, "emodb")
+
+
+def test_manifest_folds_and_speaker_limit(syn_root):
+    clips = tdata.load_manifest(syn_root, "ravdess")
+    assert len(clips) == len(SYN_SPEAKERS["ravdess"]) * len(SYN_CLASSES) * SYN_CLIPS_PER_CLASS
+    assert tdata.corpus_labels(clips) == ["neutral", "sad", "angry"]  # canonical order, not file order
+    folds = tdata.load_folds(syn_root, "ravdess")
+    assert folds == {"Actor_01": 1, "Actor_02": 2, "Actor_03": 3}
+    assert tdata.limit_speakers(folds, 2) == {"Actor_01": 1, "Actor_02": 2}  # round robin over folds
+    assert tdata.limit_speakers({"a": 1, "b": 1, "c": 2}, 2) == {"a": 1, "c": 2}
+
+
+def test_read_clip_refuses_other_formats(tmp_path):
+    sf.write(str(tmp_path / "a.flac"), np.zeros((SR, 2), dtype=np.float32), SR)
+    with pytest.raises(tdata.DataError, match="16 kHz mono FLAC"):
+        dataset.read_clip(tmp_path / "a.flac")
+    sf.write(str(tmp_path / "b.flac"), np.zeros(44_100, dtype=np.float32), 44_100)
+    with pytest.raises(tdata.DataError, match="44100 Hz"):
+        dataset.read_clip(tmp_path / "b.flac")
+    sf.write(str(tmp_path / "c.wav"), np.zeros(SR, dtype=np.float32), SR)
+    with pytest.raises(tdata.DataError, match="WAV"):
+        dataset.read_clip(tmp_path / "c.wav")
+    sf.write(str(tmp_path / "d.flac"), np.zeros(SR, dtype=np.float32), SR)
+    with pytest.raises(tdata.DataError, match="sha256"):
+        dataset.read_clip(tmp_path / "d.flac", sha256="0" * 64)
+
+
+# ---------------------------------------------------------------- windows and cache
+
+
+def test_window_table_is_the_runtime_windowing(syn_root, syn_cache):
+    clips = tdata.load_manifest(syn_root, "emodb")[:2]
+    table = dataset.load_windows("emodb", clips, cache_dir=syn_cache)
+    x = dataset.read_clip(clips[0].path)
+    ws = windows_of(x, dataset.Framing().window, dataset.Framing().hop)
+    rows = table.clip_index == 0
+    assert rows.sum() == len(ws)
+    assert table.end[rows].tolist() == [w.end for w in ws]
+    assert table.final[rows].tolist() == [w.final for w in ws]
+    np.testing.assert_array_equal(table.X[rows][2], features.extract(ws[2].samples))
+    # the leading silence: the first window (0.5 s of zeros plus 0.1 s voice) is no speech; the middle is
+    assert not table.speech[rows][0] and table.speech[rows][3]
+    assert table.counts()["dropped_windows"] == int((~table.speech).sum()) > 0
+
+
+def test_cache_is_reused_and_keyed(syn_root, tmp_path, monkeypatch):
+    clips = tdata.load_manifest(syn_root, "emodb")[:2]
+    first = dataset.load_windows("emodb", clips, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("windows-emodb-*.npz"))) == 1
+
+    def boom(*_args):
+        raise AssertionError("recomputed a cached clip")
+
+    monkeypatch.setattr(dataset, "clip_windows", boom)
+    again = dataset.load_windows("emodb", clips, cache_dir=tmp_path)
+    np.testing.assert_array_equal(first.X, again.X)
+    np.testing.assert_array_equal(first.speech, again.speech)
+    # other VAD parameters are another cache entry, so they are computed (and here: refused)
+    with pytest.raises(AssertionError, match="recomputed"):
+        dataset.load_windows("emodb", clips, cache_dir=tmp_path, vad_params=dataset.vad.VadParams(min_voiced_s=0.5))
+
+
+# ---------------------------------------------------------------- normalisation simulation
+
+
+def _syn_data(syn_root, syn_cache, corpus="emodb"):
+    clips = tdata.load_manifest(syn_root, corpus)
+    table = dataset.load_windows(corpus, clips, cache_dir=syn_cache)
+    return evaluate.CorpusData.from_tables(corpus, [table], tdata.corpus_labels(clips))
+
+
+def test_online_simulation_is_causal_and_per_speaker(syn_root, syn_cache):
+    data = _syn_data(syn_root, syn_cache)
+    train = np.flatnonzero(data.clip_speaker != "03")
+    prior = evaluate.normalizer_prior(data.X[np.isin(data.clip_index, train) & data.speech],
+                                      data.window_speakers()[np.isin(data.clip_index, train) & data.speech])
+    rows = np.flatnonzero(data.window_speakers() == "03")
+    got = evaluate.simulate_online(data, rows, prior)
+    # by hand: that speaker's clips in the seeded order, windows in time order, update-then-transform on voiced
+    spk_clips = np.unique(data.clip_index[rows])
+    order = np.random.default_rng(evaluate.speaker_order_seed("03")).permutation(spk_clips)
+    norm = OnlineNormalizer(prior)
+    first_clip_rows = np.flatnonzero(data.clip_index == order[0])
+    expected = {}
+    for c in order:
+        for r in np.flatnonzero(data.clip_index == c):
+            if data.speech[r]:
+                norm.update(data.X[r])
+            expected[r] = norm.transform(data.X[r])
+    np.testing.assert_allclose(got, np.stack([expected[r] for r in rows]), rtol=1e-6)
+    assert norm.n_updates == int(data.speech[rows].sum())
+    # causal: the first window of the first clip is normalised with the prior alone (it is not voiced)
+    r0 = first_clip_rows[0]
+    assert not data.speech[r0]
+    np.testing.assert_allclose(got[list(rows).index(r0)], OnlineNormalizer(prior).transform(data.X[r0]), rtol=1e-6)
+
+
+def test_per_speaker_training_normalisation(syn_root, syn_cache):
+    data = _syn_data(syn_root, syn_cache)
+    groups = data.window_speakers()
+    Xn = evaluate.per_speaker_normalise(data.X, groups)
+    for g in np.unique(groups):
+        m = Xn[groups == g].mean(axis=0)
+        assert np.max(np.abs(m)) < 1e-3
+
+
+def test_no_score_on_a_training_speaker(syn_root, syn_cache, monkeypatch):
+    """Every prediction (outer and inner CV) is for speakers absent from the model's training clips."""
+    data = _syn_data(syn_root, syn_cache, "ravdess")
+    evaluate._DATA["ravdess"] = data
+    trained_on = []
+    real_fit, real_predict = evaluate.fit_model, evaluate.predict_windows
+
+    def fit(recipe, params, mode, d, train_clips):
+        model, prior = real_fit(recipe, params, mode, d, train_clips)
+        trained_on.append(set(d.clip_speaker[train_clips]))
+        model._speakers = trained_on[-1]
+        return model, prior
+
+    checked = []
+
+    def predict(model, prior, d, rows):
+        test_speakers = set(d.window_speakers()[rows])
+        assert not test_speakers & model._speakers, "scored a speaker the model was trained on"
+        checked.append(test_speakers)
+        return real_predict(model, prior, d, rows)
+
+    monkeypatch.setattr(evaluate, "fit_model", fit)
+    monkeypatch.setattr(evaluate, "predict_windows", predict)
+    out = evaluate.run_fold("ravdess", "logreg", "online_speaker", 1, ["Actor_01"])
+    assert set(data.clip_speaker[out["clips"]]) == {"Actor_01"}
+    assert len(checked) == 1 + len(recipes.get_recipe("logreg").grid) * 2  # outer + grid x 2 inner folds
+
+
+# ---------------------------------------------------------------- evaluation report
+
+
+def test_evaluation_report_on_synthetic_corpora(syn_report):
+    rep = read_report(syn_report)
+    assert {p.name for p in syn_report.glob("*.png")} >= {"ravdess-logreg-none.png", "emodb-seed.png",
+                                                          "emodb-logreg-online_speaker.png"}
+    md = (syn_report / "report.md").read_text()
+    assert "## ravdess" in md and "seed MLP" in md and "online_speaker" in md
+    for corpus in tdata.CORPORA:
+        p = rep["protocols"][corpus]
+        assert p["complete"] and list(p["folds"]) == ["1", "2", "3"]
+        n_clips = len(SYN_SPEAKERS[corpus]) * len(SYN_CLASSES) * SYN_CLIPS_PER_CLASS
+        for key in ("logreg/none", "logreg/online_speaker"):
+            u = p["results"][key]["utterance"]
+            assert u["n"] == n_clips  # every clip scored exactly once, held out
+            assert np.sum(u["confusion"]) == n_clips
+            assert u["ua"] >= 0.8, (corpus, key, u["ua"])  # the synthetic classes are easy
+            assert p["results"][key]["window"]["n"] == p["counts"]["voiced_windows"]
+        assert p["seed_baseline"]["utterance"]["n"] == n_clips
+    assert rep["timing"]["total_s"] > 0
+
+
+# ---------------------------------------------------------------- export and parity
+
+
+def test_export_synthetic_end_to_end(syn_root, syn_cache, syn_report, tmp_path):
+    rep = read_report(syn_report)
+    card = export.export(data_root=syn_root, out_dir=tmp_path, recipe="logreg", mode="online_speaker",
+                         report=rep, cache_dir=syn_cache, jobs=1)
+    onnx_path = tmp_path / "default.onnx"
+    model = Model.load(onnx_path)
+    on_disk = json.loads((tmp_path / "default.json").read_text())
+    assert on_disk == json.loads(json.dumps(card))
+    for key in REQUIRED_CARD_KEYS + ("training_data", "evaluation", "seed_baseline", "license"):
+        assert key in on_disk, key
+    assert on_disk["labels"] == ["neutral", "sad", "angry"] == list(model.labels)
+    assert on_disk["feature_spec"]["hash"] == features.SPEC_HASH
+    assert on_disk["onnx_sha256"] == hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    assert model.normalizer is not None and len(model.normalizer.prior_mean) == features.N_FEATURES
+    assert on_disk["training_data"]["clips"] == 2 * len(SYN_SPEAKERS["emodb"]) * len(SYN_CLASSES) * SYN_CLIPS_PER_CLASS
+    for corpus in tdata.CORPORA:
+        e = on_disk["evaluation"][corpus]
+        assert {"protocol", "ua", "accuracy", "macro_f1", "per_class_recall", "confusion"} <= set(e)
+        assert e["ua"] == rep["protocols"][corpus]["results"]["logreg/online_speaker"]["utterance"]["ua"]
+        assert {"ua", "accuracy", "confusion"} <= set(on_disk["seed_baseline"][corpus])
+    assert "CC BY-NC-SA 4.0" in on_disk["license"]["name"] and len(on_disk["license"]["credits"]) == 2
+    assert all(s["label_mismatches"] == 0 for s in on_disk["parity"]["sets"].values())
+    assert "non-commercial" in (tmp_path / "MODEL_CARD.md").read_text()
+    # the runtime path: online normaliser + ONNX classify a new synthetic voice of each class correctly
+    norm = OnlineNormalizer(model.normalizer)
+    for label, f0 in SYN_CLASSES.items():
+        x = features.extract(voice(f0, 2.0, seed=7))
+        norm.update(x)
+        assert model.labels[int(np.argmax(model.predict_proba(norm.transform(x))))] == label
+
+
+@pytest.mark.parametrize("name", sorted(recipes.RECIPES))
+def test_every_recipe_converts_with_parity_on_held_out_speakers(name, syn_root, syn_cache):
+    data = _syn_data(syn_root, syn_cache, "ravdess")
+    train = np.flatnonzero(data.clip_speaker != "Actor_03")
+    params = recipes.get_recipe(name).grid[0]
+    pipe, _ = evaluate.fit_model(name, params, "none", data, train)
+    held_out = data.X[data.window_speakers() == "Actor_03"]
+    result = export.check_parity(export.to_onnx(pipe), pipe, {"held_out": held_out})
+    assert result["held_out"]["windows"] == len(held_out) > 0
+    assert result["held_out"]["label_mismatches"] == 0
+
+
+def test_parity_failure_fails_the_export(syn_root, syn_cache):
+    data = _syn_data(syn_root, syn_cache, "ravdess")
+    pipe, _ = evaluate.fit_model("logreg", {"C": 1.0}, "none", data, np.arange(data.n_clips))
+    onnx_bytes = export.to_onnx(pipe)
+    pipe.named_steps["scaler"].mean_ = pipe.named_steps["scaler"].mean_ + 1.0  # sklearn now differs from ONNX
+    with pytest.raises(export.ExportError, match="parity fails"):
+        export.check_parity(onnx_bytes, pipe, {"windows": data.X[data.speech]})
+
+
+def test_export_refuses_report_without_the_recipe(syn_report, syn_root, tmp_path):
+    with pytest.raises(export.ExportError, match="no svc/none results"):
+        export.export(data_root=syn_root, out_dir=tmp_path, recipe="svc", mode="none",
+                      report=read_report(syn_report))
+    assert not any(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- command line
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["fly"], "invalid choice"),
+    (["evaluate", "--recipe", "forest"], "unknown recipe 'forest'"),
+    (["evaluate", "--norm", "global"], "unknown normalisation mode"),
+    (["evaluate", "--speakers", "0"], "positive integer"),
+    (["evaluate", "--data", "/nonexistent/data"], "is not a directory"),
+    (["export", "--recipe", "logreg,svc"], "one --recipe"),
+])
+def test_cli_bad_arguments_one_line_error(argv, fragment, capsys):
+    code = train_main(argv)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert fragment in err and err.startswith("error:") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cli_evaluate_then_export(syn_root, syn_cache, tmp_path, capsys):
+    report_dir, model_dir = tmp_path / "rep", tmp_path / "models"
+    code = train_main(["all", "--data", str(syn_root), "--cache", str(syn_cache), "--report", str(report_dir),
+                       "--out", str(model_dir), "--recipe", "logreg", "--norm", "none", "--jobs", "2",
+                       "--no-seed", "--folds", "1"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert (report_dir / "report.json").exists() and "utterance UA" in out
+    model = Model.load(model_dir / "default.onnx")
+    assert model.normalizer is None
+    assert model.card["evaluation_complete"] is False  # one fold only: the card says so
+    assert "quick run" in (model_dir / "MODEL_CARD.md").read_text()
+
+
+# ---------------------------------------------------------------- the real corpora
+
+
+@pytest.mark.corpus
+@pytest.mark.slow
+def test_small_real_run_through_export(data_root, tmp_path, capsys):
+    """2 speakers per corpus, one fold, logreg: evaluate, export, parity, Model.load."""
+    code = train_main(["all", "--data", str(data_root), "--report", str(tmp_path / "rep"),
+                       "--out", str(tmp_path / "models"), "--recipe", "logreg", "--norm", "online_speaker",
+                       "--speakers", "2", "--folds", "1", "--no-seed", "--jobs", "2"])
+    assert code == 0, capsys.readouterr()
+    model = Model.load(tmp_path / "models" / "default.onnx")
+    card = model.card
+    assert card["training_data"]["speakers"] == 4
+    assert set(card["evaluation"]) == {"ravdess", "emodb"}
+    assert set(model.labels) <= set(tdata.ALL_LABELS) and len(model.labels) >= 7
+    assert all(s["label_mismatches"] == 0 and s["max_abs_prob_diff"] <= export.PARITY_ATOL
+               for s in card["parity"]["sets"].values())
