@@ -178,3 +178,20 @@ def data_root() -> Path:
         return resolve_data_root(None)
     except DataError as e:
         skip_or_fail(f"needs the corpora: {e}")
+
+
+_LIVE_MEASUREMENTS = pytest.StashKey[dict]()
+
+
+@pytest.fixture
+def live_measurements(request: pytest.FixtureRequest) -> dict:
+    """Name -> value; printed in a "live measurements" section at the end of the test run."""
+    return request.config.stash.setdefault(_LIVE_MEASUREMENTS, {})
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    measurements = config.stash.get(_LIVE_MEASUREMENTS, {})
+    if measurements:
+        terminalreporter.write_sep("-", "live measurements")
+        for name, value in measurements.items():
+            terminalreporter.write_line(f"{name}: {value}")

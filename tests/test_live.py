@@ -106,3 +106,219 @@ def test_virtual_mic_roundtrip(virtual_mic, tmp_path: Path) -> None:
     # the padding around the chirp came back as digital silence, not as glitches
     before = recording[max(0, lag - len(pad) // 2): lag]
     assert np.all(before == 0.0)
+
+
+# ------------------------------------------------------------------ listen vs replay
+
+CLI_MODULE = REPO_ROOT / "realtime_ser" / "cli.py"
+SHIPPED_MODEL = REPO_ROOT / "models" / "default.onnx"
+MODEL_ENV = "REALTIME_SER_LIVE_TEST_MODEL"  # a different .onnx for this test (development only)
+
+# Strong-intensity RAVDESS clips of one actor, trimmed and joined with short gaps.
+RAVDESS_CLIPS = (
+    "ravdess/Audio_Speech_Actors_01-24/Actor_02/03-01-05-02-01-01-02.flac",  # angry
+    "ravdess/Audio_Speech_Actors_01-24/Actor_02/03-01-05-02-02-01-02.flac",  # angry
+    "ravdess/Audio_Speech_Actors_01-24/Actor_02/03-01-03-02-01-01-02.flac",  # happy
+    "ravdess/Audio_Speech_Actors_01-24/Actor_02/03-01-03-02-02-01-02.flac",  # happy
+)
+TRIM_THRESHOLD = 10 ** (-40 / 20)  # trim each clip's leading and trailing room noise below -40 dBFS
+GAP_S = 0.3
+LEAD_S = 1.0
+MIN_SPEECH_S = 6.0
+STATUS_EVERY_S = 1.0
+
+STARTUP_TIMEOUT_S = 120.0  # model load and the first half-second of audio, on a slow CI machine
+STOP_TIMEOUT_S = 30.0
+REPLAY_TIMEOUT_S = 300.0
+EXIT_SIGINT = 130  # documented in realtime_ser/cli.py
+MAX_LATENCY_MS = 2000.0  # generous: a live bound, not a benchmark
+MAX_CALLBACK_MS = 20.0  # generous too: well under a 50 ms capture block, past which audio would be lost
+TIME_TOLERANCE_S = 1e-6
+PHASES = 10  # replays with the window grid shifted by 0, 1/10, ... 9/10 of a hop
+LEVEL_FLOOR_DBFS = -60.0  # window levels below this count as silence when aligning
+MAX_LEVEL_MISMATCH_DB = 3.0  # mean |live - replay| window level at the best alignment
+
+
+def build_speech_file(shared_data: Path, out: Path, window_s: float, hop_s: float) -> tuple[np.ndarray, float]:
+    """Trimmed clips with gaps, silence before and enough after for the windows to fall silent.
+
+    Returns the samples written and the seconds of (trimmed) speech in them."""
+    pieces = [np.zeros(int(LEAD_S * SAMPLE_RATE), dtype=np.float32)]
+    speech = 0
+    for name in RAVDESS_CLIPS:
+        x, rate = sf.read(shared_data / name, dtype="float32")
+        assert rate == SAMPLE_RATE and x.ndim == 1, f"{name}: expected 16 kHz mono"
+        loud = np.flatnonzero(np.abs(x) >= TRIM_THRESHOLD)
+        clip = x[loud[0]: loud[-1] + 1]
+        speech += len(clip)
+        pieces += [clip, np.zeros(int(GAP_S * SAMPLE_RATE), dtype=np.float32)]
+    # after the last clip: one whole window of silence, two hops for the smoothing to settle
+    pieces.append(np.zeros(int((window_s + 2 * hop_s) * SAMPLE_RATE), dtype=np.float32))
+    audio = np.concatenate(pieces)
+    sf.write(out, audio, SAMPLE_RATE, subtype="PCM_16")
+    return audio, speech / SAMPLE_RATE
+
+
+def cli_command() -> list[str]:
+    script = Path(sys.executable).parent / "realtime-ser"
+    found = str(script) if script.exists() else shutil.which("realtime-ser")
+    if found is None:
+        return [sys.executable, "-m", "realtime_ser"]
+    return [found]
+
+
+def parse_lines(text: str, what: str) -> list[dict]:
+    events = []
+    for number, line in enumerate(text.splitlines(), 1):
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise AssertionError(f"{what} stdout line {number} is not JSON ({e}): {line[:200]!r}") from None
+        assert isinstance(event, dict), f"{what} stdout line {number} is not a JSON object: {line[:200]!r}"
+        events.append(event)
+    return events
+
+
+def of_type(events: list[dict], kind: str) -> list[dict]:
+    return [e for e in events if e.get("type") == kind]
+
+
+def replay(wav: Path, options: list[str]) -> list[dict]:
+    """``realtime-ser listen --replay wav --pace fast``: its events (every stdout line must be JSON)."""
+    run = subprocess.run(cli_command() + ["listen", "--replay", str(wav), "--pace", "fast"] + options,
+                         capture_output=True, text=True, timeout=REPLAY_TIMEOUT_S)
+    assert run.returncode == 0, f"replay of {wav.name} exited {run.returncode}: {run.stderr[-2000:]}"
+    return parse_lines(run.stdout, f"replay of {wav.name}")
+
+
+def changes(events: list[dict], shift_s: float = 0.0) -> list[tuple[float, str]]:
+    """(t_end - shift_s, emotion) of every change of the smoothed emotion."""
+    return [(round(e["t_end"] - shift_s, 3), e["emotion"]) for e in of_type(events, "change")]
+
+
+def window_levels(events: list[dict]) -> dict[float, float]:
+    """t_end -> the window's input level (dBFS, floored), for every prediction."""
+    return {round(e["t_end"], 3): max(e["level_dbfs"], LEVEL_FLOOR_DBFS) for e in of_type(events, "prediction")}
+
+
+def align(live: list[dict], phase_runs: list[tuple[float, list[dict]]], hop_s: float) -> tuple[int, float, float]:
+    """Where in the live stream the file began: ``(phase index, t0 seconds, mean level mismatch dB)``.
+
+    The replay of the file padded with ``pad`` seconds has windows ending at file time ``t - pad``; the
+    live windows end at file time ``t - t0``. With ``t0 = pad + m * hop``, live window ``t`` is replay
+    window ``t - m * hop``. The best (phase, m) is the one whose per-window input levels agree best
+    (live windows before the stream or after it ended count as silence)."""
+    live_levels = window_levels(live)
+    live_end = max(live_levels)
+    best: tuple[float, int, float] | None = None
+    for k, (pad_s, events) in enumerate(phase_runs):
+        levels = window_levels(events)
+        for m in range(int(live_end / hop_s) + 1):
+            shift = m * hop_s
+            mismatch = float(np.mean([abs(level - live_levels.get(round(t + shift, 3), LEVEL_FLOOR_DBFS))
+                                      for t, level in levels.items()]))
+            if best is None or mismatch < best[0]:
+                best = (mismatch, k, pad_s + shift)
+    assert best is not None
+    return best[1], best[2], best[0]
+
+
+def wait_for_first_prediction(process: subprocess.Popen, stdout_path: Path, stderr_path: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"listen exited early with {process.returncode}: "
+                                 f"{stderr_path.read_text(errors='replace')[-2000:]}")
+        if '"prediction"' in stdout_path.read_text(errors="replace"):
+            return
+        time.sleep(STATUS_EVERY_S / 10)
+    raise AssertionError(f"listen produced no prediction within {STARTUP_TIMEOUT_S} s: "
+                         f"{stderr_path.read_text(errors='replace')[-2000:]}")
+
+
+@pytest.mark.live
+@pytest.mark.corpus
+@pytest.mark.slow
+def test_listen_live_matches_replay(virtual_mic, shared_data_dir: Path, tmp_path: Path, missing,
+                                    live_measurements: dict) -> None:
+    model = Path(os.environ.get(MODEL_ENV, SHIPPED_MODEL))
+    absent = [str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(p)
+              for p in (CLI_MODULE, model) if not p.exists()]
+    if absent:
+        missing(f"the live-vs-replay comparison needs {' and '.join(absent)} (not there yet)")
+    card = json.loads(model.with_suffix(".json").read_text(encoding="utf-8"))
+    window_s, hop_s = float(card["window_s"]), float(card["hop_s"])
+
+    wav = tmp_path / "speech.wav"
+    audio, speech_s = build_speech_file(shared_data_dir, wav, window_s, hop_s)
+    assert speech_s > MIN_SPEECH_S
+    common = ["--no-dashboard", "--model", str(model)]
+
+    # The live stream's window grid falls anywhere against the file: replay the file at PHASES grid
+    # phases. They must agree on the smoothed emotions (a property of the model and the clips, not of
+    # the live path); the one whose window levels match the live run's is the live run's phase.
+    phase_runs: list[tuple[float, list[dict]]] = []
+    for k in range(PHASES):
+        pad_s = k * hop_s / PHASES
+        shifted = tmp_path / f"speech-phase{k}.wav"
+        sf.write(shifted, np.concatenate([np.zeros(round(pad_s * SAMPLE_RATE)), audio]), SAMPLE_RATE,
+                 subtype="PCM_16")
+        phase_runs.append((pad_s, replay(shifted, common)))
+    sequences = [[emotion for _, emotion in changes(events)] for _, events in phase_runs]
+    for (pad_s, events), sequence in zip(phase_runs, sequences):
+        assert sequence == sequences[0], (
+            f"precondition: with the window grid shifted by {pad_s:.3f} s the replay gives other smoothed "
+            f"emotions ({changes(events, pad_s)} vs {changes(phase_runs[0][1])}): choose clips that model "
+            f"{model.name} classifies steadily (RAVDESS_CLIPS)")
+
+    # live: listen on the virtual microphone, play the file into it, stop with Ctrl-C (SIGINT)
+    live_out, live_err = tmp_path / "live.jsonl", tmp_path / "live.err"
+    with open(live_out, "w") as out, open(live_err, "w") as err:
+        process = subprocess.Popen(cli_command() + ["listen", "--device", PORTAUDIO_DEVICE,
+                                                    "--status-every", str(STATUS_EVERY_S)] + common,
+                                   stdout=out, stderr=err)
+        try:
+            wait_for_first_prediction(process, live_out, live_err)
+            virtual_mic.play(wav, timeout_s=PLAYBACK_TIMEOUT_S)
+            time.sleep(2 * hop_s)  # the last windows of the file reach the worker
+            process.send_signal(signal.SIGINT)
+            returncode = process.wait(timeout=STOP_TIMEOUT_S)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    stderr = live_err.read_text(errors="replace")
+    assert returncode == EXIT_SIGINT, f"listen exited {returncode} after SIGINT: {stderr[-2000:]}"
+    live = parse_lines(live_out.read_text(), "live")
+
+    # the live run was healthy: ended by the signal, nothing dropped or skipped, latency bounded
+    assert live[-1]["type"] == "end" and live[-1]["reason"] == "stopped", live[-1]
+    statuses = of_type(live, "status")
+    assert statuses, "no status events in the live run"
+    assert live[-1]["dropped_blocks"] == 0 and live[-1]["skipped_windows"] == 0, live[-1]
+    latencies = [e["latency_ms"] for e in of_type(live, "prediction") if e.get("latency_ms") is not None]
+    assert latencies and max(latencies) < MAX_LATENCY_MS, f"live latencies (ms): max {max(latencies, default=None)}"
+    live_measurements["live latency max (ms)"] = max(latencies)
+    callback_max = [s["callback_max_ms"] for s in statuses if s.get("callback_max_ms") is not None]
+    if callback_max:  # the runtime measures its audio callback's longest run and reports it
+        live_measurements["audio callback max (ms)"] = max(callback_max)
+        assert max(callback_max) < MAX_CALLBACK_MS, f"the audio callback ran for {max(callback_max)} ms"
+
+    # align (phase and whole hops), then compare the smoothed emotions and when they changed
+    k, t0, mismatch = align(live, phase_runs, hop_s)
+    pad_s, reference = phase_runs[k]
+    live_measurements["file start in the live stream (s)"] = t0
+    live_measurements["window level mismatch live vs replay (dB)"] = round(mismatch, 2)
+    assert mismatch <= MAX_LEVEL_MISMATCH_DB, (
+        f"live window levels differ from the replay's by {mismatch:.1f} dB on average at the best alignment "
+        f"(file starting at {t0:.3f} s of the live stream): the live audio is not the file")
+    assert of_type(live, "prediction")[0]["t_end"] <= t0, "the file began before the live stream?"
+    live_changes, replay_changes = changes(live, t0), changes(reference, pad_s)
+    assert [em for _, em in live_changes] == [em for _, em in replay_changes], (
+        f"smoothed emotions differ (file at {t0:.3f} s of the live stream)\n"
+        f" live:   {live_changes}\n replay: {replay_changes}")
+    for (t_live, emotion), (t_replay, _) in zip(live_changes, replay_changes):
+        assert abs(t_live - t_replay) <= hop_s + TIME_TOLERANCE_S, (
+            f"change to {emotion}: live at {t_live:.3f} s, replay at {t_replay:.3f} s of the file "
+            f"(more than one hop apart)")
+    assert len(replay_changes) >= 2, f"expected at least silence -> emotion -> silence: {replay_changes}"
