@@ -227,7 +227,8 @@ def load_windows(corpus: str, clips: list[Clip], *, framing: Framing = Framing()
             per_clip[str(sha)] = {k: cached[k][off[i]:off[i + 1]] for k in WINDOW_FIELDS}
     todo = {c.sha256: c for c in clips if c.sha256 not in per_clip}
     if todo:
-        log.info("%s: computing windows of %d clip(s) (%d cached)", corpus, len(todo), len(clips) - len(todo))
+        log.info("%s: computing windows of %d clip(s) (%d in the cache)", corpus, len(todo),
+                 len({c.sha256 for c in clips}) - len(todo))
         results = _run(_windows_task, [(c.path, c.sha256, framing, vad_params) for c in todo.values()], jobs)
         per_clip.update(zip(todo, results))
         if cache_path:

@@ -4,7 +4,7 @@ For every outer fold the model is selected and fitted on the training speakers o
 scored on the held-out speakers; nothing is ever scored on a speaker it was trained on.
 
 * **Selection**: each recipe's small grid is searched by ``GroupKFold`` over the training
-  speakers of the outer fold (``INNER_FOLDS`` groups of speakers), scoring utterance-level UA
+  speakers of the outer fold (``Recipe.inner_folds`` groups of speakers), scoring utterance-level UA
   on the inner held-out speakers, with the same normalisation mode as the outer run.
 * **Normalisation** ``none``: the features as they are. ``online_speaker``: in training,
   each speaker's voiced windows are z-normalised with that speaker's own statistics
@@ -33,7 +33,7 @@ import os
 import time
 import warnings
 import zlib
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,11 +50,11 @@ from .recipes import RANDOM_STATE, check_norm_mode, get_recipe
 
 log = logging.getLogger(__name__)
 
-INNER_FOLDS = 3
 PRIOR_WEIGHT = 10.0  # the prior counts as this many windows (5 s of speech at a 0.5 s hop)
 MAX_COUNT = 1000.0  # then an exponential moving average over ~8 minutes of voiced windows
 ORDER_SEED = 1234  # seed of the random clip order of each simulated test speaker
 SEED_MLP_PARAMS = dict(alpha=0.1, batch_size=30, hidden_layer_sizes=(300,), learning_rate="adaptive", max_iter=500)
+TASK_COST_RANK = {"svc": 0, "mlp": 1, "seed": 2, "logreg": 3}  # order of the fold tasks, slowest first
 PROTOCOL_NAMES = {
     "ravdess": "RAVDESS speech, 8 classes, 6 speaker-independent folds of 4 actors "
                "(protocols/ravdess_speaker_folds.csv, EmoBox folds)",
@@ -205,12 +205,13 @@ def _score_split(recipe_name, params, mode, data, train_clips, test_clips) -> fl
 
 def select_params(recipe_name: str, mode: str, data: CorpusData, train_clips: np.ndarray) -> tuple[dict, list]:
     """Pick the recipe's grid entry by speaker-grouped CV within ``train_clips`` (utterance UA)."""
-    grid = get_recipe(recipe_name).grid
+    recipe = get_recipe(recipe_name)
+    grid = recipe.grid
     speakers = data.clip_speaker[train_clips]
     n_groups = len(np.unique(speakers))
     if len(grid) == 1 or n_groups < 2:
         return dict(grid[0]), []
-    cv = GroupKFold(n_splits=min(INNER_FOLDS, n_groups))
+    cv = GroupKFold(n_splits=min(recipe.inner_folds, n_groups))
     scores = []
     for params in grid:
         s = [_score_split(recipe_name, params, mode, data, train_clips[tr], train_clips[va])
@@ -341,14 +342,26 @@ def evaluate(cfg: EvalConfig) -> dict:
         if cfg.seed_baseline:
             for f, spk in proto["folds"].items():
                 tasks.append((run_seed_fold, (corpus, int(f), spk)))
+    # Longest tasks first, so that the last ones to finish are short (better use of the workers).
+    tasks.sort(key=lambda t: (TASK_COST_RANK.get(t[1][1] if t[0] is run_fold else "seed", len(TASK_COST_RANK)),
+                              t[1][0] != "ravdess"))
     log.info("evaluating %d fold tasks on %d process(es)", len(tasks), cfg.jobs)
     t0 = time.perf_counter()
+    results = []
+
+    def done(r: dict) -> None:
+        results.append(r)
+        log.info("fold task %d/%d done: %s %s fold %d (%.0f s elapsed)", len(results), len(tasks), r["corpus"],
+                 r["key"], r["fold"], time.perf_counter() - t0)
+
     if cfg.jobs > 1:
         with ProcessPoolExecutor(max_workers=cfg.jobs, initializer=_init_worker, initargs=(datas, seeds)) as ex:
-            results = list(ex.map(_call, tasks))
+            for fut in as_completed([ex.submit(_call, t) for t in tasks]):
+                done(fut.result())
     else:
         _init_worker(datas, seeds)
-        results = [_call(t) for t in tasks]
+        for t in tasks:
+            done(_call(t))
     timing["folds_wall_s"] = time.perf_counter() - t0
 
     for corpus, proto in protocols.items():
@@ -393,6 +406,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     timing["total_s"] = time.perf_counter() - t_start
     return {"protocols": protocols, "timing": timing,
             "settings": {"recipes": list(cfg.recipes), "modes": list(cfg.modes), "jobs": cfg.jobs,
-                         "speakers_limit": cfg.speakers, "folds_limit": cfg.folds, "inner_folds": INNER_FOLDS,
+                         "speakers_limit": cfg.speakers, "folds_limit": cfg.folds,
+                         "inner_folds": {r: get_recipe(r).inner_folds for r in cfg.recipes},
                          "normalizer": {"prior_weight": PRIOR_WEIGHT, "max_count": MAX_COUNT, "order_seed": ORDER_SEED},
                          "cpu_count": os.cpu_count()}}

@@ -72,7 +72,7 @@ def render_markdown(rep: dict) -> str:
              f"({rep['n_features']} features), windows {rep['framing']['window_s']} s / hop {rep['framing']['hop_s']} s, "
              f"VAD {rep['vad']}.", "",
              "Every figure is on speakers the model was not trained on: per outer fold, hyper-parameters are chosen "
-             f"by {s['inner_folds']}-fold speaker-grouped CV inside the training speakers, the model is fitted on the "
+             f"by speaker-grouped CV inside the training speakers ({s['inner_folds']} groups), the model is fitted on the "
              "training speakers, and only the held-out speakers are scored. Figures pool all folds' held-out "
              "predictions; `fold UA` is the mean ± std over folds. Utterance = mean of a clip's voiced-window "
              "probabilities (clips with no voiced window: mean of all windows, counted as fallback); window = "
