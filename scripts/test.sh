@@ -6,7 +6,9 @@
 # 1. installs the package with its dev extras (pip install -e ".[dev]"; quick when already satisfied),
 # 2. starts a private PulseAudio virtual microphone (scripts/vmic.sh, on its own runtime directory, so it
 #    neither disturbs nor depends on any other PulseAudio server on the machine),
-# 3. runs python -m pytest -q, whose exit code is this script's exit code,
+# 3. runs python -m pytest -q, whose exit code is this script's exit code; a test running longer than
+#    TEST_STALL_S (300) gets every thread's traceback printed, and the whole run is aborted (exit 124,
+#    tracebacks printed) after TEST_TIMEOUT_S (1500): a hang must not eat CI's 30-minute budget,
 # 4. stops that PulseAudio server, whatever happened.
 # Live tests skip when there is no PulseAudio, and corpus tests when ../shared/data is missing; with CI
 # set (CI=true) both fail instead. Set PYTHON to choose the interpreter.
@@ -14,6 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python}
+TEST_STALL_S=${TEST_STALL_S:-300}
+TEST_TIMEOUT_S=${TEST_TIMEOUT_S:-1500}
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PIP_PROGRESS_BAR=off
 
 "$PYTHON" -m pip install -q -e ".[dev]"
@@ -30,4 +34,6 @@ if ! bash scripts/vmic.sh start; then
     echo "test.sh: no virtual microphone: live tests will skip (with CI set: fail)" >&2
 fi
 
-"$PYTHON" -m pytest -q "$@"
+# SIGABRT makes pytest's faulthandler print where every thread was stuck
+timeout --signal=ABRT --kill-after=30 "$TEST_TIMEOUT_S" \
+    "$PYTHON" -m pytest -q -o faulthandler_timeout="$TEST_STALL_S" "$@"
