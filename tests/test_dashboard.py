@@ -235,3 +235,50 @@ def test_start_and_end_events_update_names_and_state(dashboard: Dashboard) -> No
     assert "test-model-v1" not in text
     assert "ended: end_of_input" in text
     assert "audio 0.8 s" in text
+
+
+VOICE_S = 4.0
+READ_CHUNK = 4096
+
+
+def test_cli_dashboard_on_a_terminal_leaves_stdout_json(tiny_model_path, tmp_path) -> None:
+    """The real CLI with its dashboard on a (pseudo-)terminal stderr: stdout still gets every JSON line."""
+    import os
+    import pty
+    import threading
+
+    from helpers import MID_F0, voice, write_audio
+
+    wav = write_audio(tmp_path / "voice.wav", voice(MID_F0, VOICE_S))
+    base = [sys.executable, "-m", "realtime_ser", "listen", "--replay", str(wav), "--pace", "fast",
+            "--model", str(tiny_model_path)]
+    plain = subprocess.run(base + ["--no-dashboard"], capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+    assert plain.returncode == 0, plain.stderr
+
+    master, slave = pty.openpty()
+    screen = bytearray()
+
+    def drain() -> None:  # keep the terminal's buffer from filling up and blocking the dashboard
+        while True:
+            try:
+                chunk = os.read(master, READ_CHUNK)
+            except OSError:  # the terminal closed
+                return
+            if not chunk:
+                return
+            screen.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        with_dashboard = subprocess.run(base + ["--dashboard"], stdout=subprocess.PIPE, stderr=slave,
+                                        text=True, timeout=CHILD_TIMEOUT_S)
+    finally:
+        os.close(slave)
+        reader.join(timeout=CHILD_TIMEOUT_S)
+        os.close(master)
+    assert with_dashboard.returncode == 0, screen.decode(errors="replace")[-2000:]
+    events = [json.loads(line) for line in with_dashboard.stdout.splitlines()]
+    expected = [json.loads(line) for line in plain.stdout.splitlines()]
+    assert [e["type"] for e in events] == [e["type"] for e in expected]
+    assert "realtime-ser" in screen.decode(errors="replace")  # the dashboard was drawn, on stderr
