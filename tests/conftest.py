@@ -180,6 +180,10 @@ def data_root() -> Path:
         skip_or_fail(f"needs the corpora: {e}")
 
 
+# ---------------------------------------------------------------------------------------------
+# Live measurements: tests put name -> value into ``live_measurements``; the run's summary prints them.
+# ---------------------------------------------------------------------------------------------
+
 _LIVE_MEASUREMENTS = pytest.StashKey[dict]()
 
 
