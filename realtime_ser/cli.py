@@ -278,10 +278,17 @@ COMMANDS = {"listen": cmd_listen, "devices": cmd_devices, "predict": cmd_predict
 # ---------------------------------------------------------------- entry point
 
 
+class _Formatter(logging.Formatter):
+    """``realtime-ser: warning: ...``, like the error line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{PROG}: {record.levelname.lower()}: {record.getMessage()}"
+
+
 def _setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
+    handler.setFormatter(_Formatter())
     root = logging.getLogger("realtime_ser")
     root.handlers[:] = [handler]
     root.setLevel(level)

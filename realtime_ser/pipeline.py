@@ -185,7 +185,8 @@ class Pipeline:
             error, reason = e, "error"
         finally:
             counters = src.counters
-            self._emit(EndEvent(t=t_round(proc.time_s), reason=reason, windows=proc.windows,
+            t = proc.time_s if self.config.duration_s is None else min(proc.time_s, self.config.duration_s)
+            self._emit(EndEvent(t=t_round(t), reason=reason, windows=proc.windows,
                                 skipped_windows=proc.skipped, dropped_blocks=counters.dropped_blocks,
                                 error=str(error) if error is not None else None))
             self._stop.set()
@@ -237,6 +238,8 @@ class Pipeline:
             self._run_windows(pending)
             if failure is not None:
                 raise failure
+            if self._stop.is_set():
+                break
             if limit is not None and proc.samples_seen >= limit:
                 return "duration"
             if ended:

@@ -15,9 +15,11 @@ This module creates no threads. ``MicSource`` lets PortAudio call ``CallbackCapt
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -315,13 +317,38 @@ def _open_soundfile(path: Path):
     if path.stat().st_size == 0:
         raise InputAudioError(f"{path} is empty (0 bytes); expected a {FILE_FORMATS_HINT} file")
     try:
-        f = sf.SoundFile(str(path))
+        with _quiet_c_stderr():
+            f = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-        raise InputAudioError(f"{path} is not a readable audio file ({str(e).strip() or type(e).__name__}); "
+        # libsndfile's own text is misleading here (for unknown content it may say the file does
+        # not exist, after its last probe, mpg123, failed); our checks above already passed.
+        log.debug("libsndfile on %s: %s", path, e)
+        raise InputAudioError(f"{path} is not an audio file libsndfile can read (unknown or damaged format); "
                               f"expected {FILE_FORMATS_HINT}") from None
     except OSError as e:
         raise InputAudioError(f"{path}: cannot read ({e.strerror or e})") from None
     return f
+
+
+@contextlib.contextmanager
+def _quiet_c_stderr() -> Iterator[None]:
+    """Silence C-level writes to fd 2 for a moment: libsndfile's mpg123 probe prints warnings for
+    content that is not MP3, which would break the one-line error contract. Only the opening of a
+    file is wrapped (milliseconds, before any stream thread writes to stderr)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 class FileSource:
@@ -402,6 +429,8 @@ class FileSource:
             item = SourceFailure(e)
         finally:
             self.close()
+        if item is END and stop.is_set():
+            return  # stopped early: this is not the end of the input
         _put_blocking(q, item, stop)
 
     def _run_fast(self, q: queue.Queue, stop: threading.Event) -> None:

@@ -1,0 +1,188 @@
+"""The command line as a user runs it (subprocesses): exit codes, signals, closed stdout, lazy
+imports, `predict` with good and bad files, and every stdout line validated against the schema."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+from helpers import HIGH_F0, LOW_F0, load_schema, voice, write_audio
+
+SR = 16_000
+TIMEOUT_S = 60
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "realtime_ser", *args], capture_output=True, text=True,
+                          timeout=TIMEOUT_S, **kw)
+
+
+def parse_lines(stdout: str) -> list[dict]:
+    validator = jsonschema.Draft202012Validator(load_schema())
+    events = [json.loads(line) for line in stdout.splitlines()]
+    for e in events:
+        validator.validate(e)
+    return events
+
+
+def assert_one_line_error(stderr: str, *words: str) -> None:
+    assert "Traceback" not in stderr
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("realtime-ser: error: "), stderr
+    for w in words:
+        assert w in lines[0]
+
+
+@pytest.fixture(scope="module")
+def speech_wav(tmp_path_factory) -> Path:
+    x = np.concatenate([voice(LOW_F0, 3.0, seed=3), voice(HIGH_F0, 3.0, seed=4)])
+    return write_audio(tmp_path_factory.mktemp("cli") / "speech.wav", x)
+
+
+@pytest.fixture(scope="module")
+def long_wav(tmp_path_factory) -> Path:
+    x = np.concatenate([voice(LOW_F0, 10.0, seed=5), np.zeros(10 * SR, np.float32)])
+    return write_audio(tmp_path_factory.mktemp("cli_long") / "long.wav", x)
+
+
+def test_help_and_devices_import_no_heavy_modules():
+    code = (
+        "import sys\n"
+        "from realtime_ser import cli\n"
+        "for argv in (['--help'], ['listen', '--help'], ['predict', '--help']):\n"
+        "    try:\n"
+        "        cli.main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "assert 'sounddevice' not in sys.modules, 'help loaded PortAudio'\n"
+        "cli.main(['devices'])\n"
+        "heavy = sorted(m for m in ('onnxruntime', 'scipy', 'librosa', 'rich', 'sklearn', 'numba') if m in sys.modules)\n"
+        "print(heavy)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_replay_stdout_is_json_lines_that_validate(tiny_model_path, speech_wav):
+    r = cli("listen", "--replay", str(speech_wav), "--pace", "fast", "--model", str(tiny_model_path),
+            "--no-dashboard", "--status-every", "1")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    events = parse_lines(r.stdout)
+    assert events[0]["type"] == "start" and events[-1] == {**events[-1], "type": "end", "reason": "end_of_input"}
+    assert sum(e["type"] == "prediction" for e in events) == 12
+    assert [e["emotion"] for e in events if e["type"] == "change"][:1] == ["sad"]
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signals_stop_cleanly_with_documented_codes(tiny_model_path, long_wav, sig, code):
+    p = subprocess.Popen([sys.executable, "-m", "realtime_ser", "listen", "--replay", str(long_wav), "--pace",
+                          "realtime", "--model", str(tiny_model_path), "--no-dashboard"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [p.stdout.readline()]
+        while '"prediction"' not in lines[-1]:  # the stream is running
+            lines.append(p.stdout.readline())
+            assert lines[-1], "no prediction before the stream ended"
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=TIMEOUT_S)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == code, err
+    assert "Traceback" not in err and err.strip() == ""
+    events = parse_lines("".join(lines) + out)
+    assert events[-1]["type"] == "end" and events[-1]["reason"] == "stopped"
+    assert events[-1]["t"] < 20.0  # it stopped early, not at the end of the file
+
+
+def test_closed_stdout_ends_quietly(tiny_model_path, long_wav):
+    p = subprocess.Popen([sys.executable, "-m", "realtime_ser", "listen", "--replay", str(long_wav), "--pace",
+                          "realtime", "--model", str(tiny_model_path), "--no-dashboard"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        head = [p.stdout.readline() for _ in range(3)]  # like `| head -3`
+        p.stdout.close()
+        err = p.stderr.read()
+        p.wait(timeout=TIMEOUT_S)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert all(json.loads(line) for line in head)
+    assert p.returncode == 141
+    assert err == ""
+
+
+def test_predict_mixes_good_and_bad_files(tiny_model_path, speech_wav, tmp_path):
+    low = write_audio(tmp_path / "low.wav", voice(LOW_F0, 2.5, seed=7))
+    silent = write_audio(tmp_path / "silent.wav", np.zeros(SR, np.float32))
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(np.random.default_rng(1).bytes(4096))
+    files = [low, tmp_path / "missing.wav", tmp_path, junk, empty, silent, speech_wav]
+    r = cli("predict", *map(str, files), "--model", str(tiny_model_path))
+    assert r.returncode == 3
+    assert "Traceback" not in r.stderr
+    out = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [o["file"] for o in out] == [str(f) for f in files]
+    ok = [o for o in out if "error" not in o]
+    bad = [o for o in out if "error" in o]
+    assert [o["file"] for o in bad] == [str(f) for f in files[1:5]]
+    assert len(r.stderr.strip().splitlines()) == len(bad)
+    by_file = {o["file"]: o for o in ok}
+    assert by_file[str(low)]["emotion"] == "sad" and by_file[str(low)]["speech_s"] > 1.0
+    assert abs(sum(by_file[str(low)]["probabilities"].values()) - 1) < 1e-3
+    assert by_file[str(silent)] == {**by_file[str(silent)], "emotion": "silence", "probabilities": None, "speech_s": 0.0}
+    assert set(by_file[str(speech_wav)]["probabilities"]) == {"neutral", "happy", "sad"}
+
+
+def test_predict_all_good_exits_zero(tiny_model_path, speech_wav):
+    r = cli("predict", str(speech_wav), "--model", str(tiny_model_path))
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 1
+
+
+@pytest.mark.parametrize("case, code, words", [
+    ("missing model", 4, ["not found", "--model"]),
+    ("corrupt model", 4, ["does not match its card"]),
+    ("missing replay", 3, ["no such file"]),
+    ("no such device", 5, ["realtime-ser devices"]),
+    ("bad smoothing", 2, ["enter"]),
+    ("bad window", 2, ["--window"]),
+])
+def test_errors_are_one_line_with_their_exit_code(tiny_model_path, speech_wav, tmp_path, case, code, words):
+    model = str(tiny_model_path)
+    args = ["listen", "--no-dashboard", "--model", model, "--replay", str(speech_wav), "--pace", "fast"]
+    if case == "missing model":
+        args[3] = str(tmp_path / "none.onnx")
+    elif case == "corrupt model":
+        bad = tmp_path / "bad.onnx"
+        bad.write_bytes(tiny_model_path.read_bytes()[:-10])
+        (tmp_path / "bad.json").write_text(tiny_model_path.with_suffix(".json").read_text())
+        args[3] = str(bad)
+    elif case == "missing replay":
+        args[5] = str(tmp_path / "none.wav")
+    elif case == "no such device":
+        args = ["listen", "--no-dashboard", "--model", model, "--device", "no-such-device-xyz"]
+    elif case == "bad smoothing":
+        args += ["--enter", "0.2", "--exit", "0.3"]
+    elif case == "bad window":
+        args += ["--window", "0.1"]
+    r = cli(*args)
+    assert r.returncode == code, r.stderr
+    assert r.stdout == ""
+    assert_one_line_error(r.stderr, *words)
+
+
+def test_usage_errors_exit_2():
+    r = cli("listen", "--replay", "a.wav", "--device", "1")
+    assert r.returncode == 2 and "not allowed with" in r.stderr
+    assert cli().returncode == 2
