@@ -21,12 +21,15 @@ Exit codes:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
+import io
 import logging
 import os
 import signal
 import sys
+import tempfile
 from typing import Sequence
 
 from . import __version__
@@ -274,6 +277,51 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
 COMMANDS = {"listen": cmd_listen, "devices": cmd_devices, "predict": cmd_predict}
 
+C_NOISE_PREFIXES = ("Expression '", "ALSA lib ", "Cannot connect to server", "jack server", "JackShmReadWritePtr")
+"""Lines that PortAudio, ALSA and JACK print on their own to file descriptor 2 (for example when a
+device vanishes, PortAudio's ALSA layer prints three 'Expression ... failed' lines)."""
+
+
+@contextlib.contextmanager
+def divert_c_stderr():
+    """While open: C libraries' writes to fd 2 go to a temporary file, Python's stderr (logging,
+    the dashboard, the error line) still reaches the terminal. On exit, known PortAudio/ALSA noise
+    is logged at debug level (-vv) and anything else is passed on to stderr, so a device fault
+    ends with one clear line instead of the C libraries' diagnostics."""
+    try:
+        sys.stderr.flush()
+        real_fd = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    old_stderr = sys.stderr
+    handlers = [h for h in logging.getLogger("realtime_ser").handlers if isinstance(h, logging.StreamHandler)]
+    new_stderr = io.TextIOWrapper(io.FileIO(real_fd, "w", closefd=False), encoding=getattr(old_stderr, "encoding", None)
+                                  or "utf-8", errors="backslashreplace", line_buffering=True)
+    with tempfile.TemporaryFile() as trap:
+        os.dup2(trap.fileno(), 2)
+        sys.stderr = new_stderr
+        for h in handlers:
+            h.setStream(new_stderr)
+        try:
+            yield
+        finally:
+            new_stderr.flush()
+            os.dup2(real_fd, 2)
+            os.close(real_fd)
+            sys.stderr = old_stderr
+            for h in handlers:
+                h.setStream(old_stderr)
+            trap.seek(0)
+            for line in trap.read().decode("utf-8", "replace").splitlines():
+                if not line.strip():
+                    continue
+                if line.lstrip().startswith(C_NOISE_PREFIXES):
+                    log.debug("(audio library) %s", line)
+                else:
+                    old_stderr.write(line + "\n")
+            old_stderr.flush()
+
 
 # ---------------------------------------------------------------- entry point
 
@@ -300,8 +348,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
     run = getattr(args, "run", None) or COMMANDS[args.command]
+    uses_portaudio = args.command == "devices" or (args.command == "listen" and args.replay is None)
     try:
-        return int(run(args) or EXIT_OK)
+        with divert_c_stderr() if uses_portaudio else contextlib.nullcontext():
+            return int(run(args) or EXIT_OK)
     except SerError as e:
         sys.stderr.write(f"{PROG}: error: {e}\n")
         sys.stderr.flush()
