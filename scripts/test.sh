@@ -20,6 +20,7 @@ TEST_STALL_S=${TEST_STALL_S:-300}
 TEST_TIMEOUT_S=${TEST_TIMEOUT_S:-1500}
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PIP_PROGRESS_BAR=off
 
+echo "test.sh: pip install -e .[dev]" >&2
 "$PYTHON" -m pip install -q -e ".[dev]"
 
 PULSE_RUNTIME_PATH=$(mktemp -d "${TMPDIR:-/tmp}/realtime-ser-pulse.XXXXXX")
@@ -34,6 +35,7 @@ if ! bash scripts/vmic.sh start; then
     echo "test.sh: no virtual microphone: live tests will skip (with CI set: fail)" >&2
 fi
 
+echo "test.sh: python -m pytest -q $*" >&2
 # SIGABRT makes pytest's faulthandler print where every thread was stuck
 timeout --signal=ABRT --kill-after=30 "$TEST_TIMEOUT_S" \
     "$PYTHON" -m pytest -q -o faulthandler_timeout="$TEST_STALL_S" "$@"
