@@ -135,3 +135,22 @@ def test_dropped_blocks_become_silence_on_the_audio_clock(tiny_model):
     ends += [p.window.end for p in proc.ingest(48_000, block)]  # 0.9 s of blocks were dropped
     assert proc.samples_seen >= int(1.05 * SR) - 100  # the gap counted as time
     assert ends == [8000, 16000]
+
+
+def test_library_callback_gets_the_same_events_and_stop_ends_the_stream(tiny_model, clip_path):
+    tracker = Tracker(model=tiny_model)
+    iterated = list(tracker.replay(clip_path))
+    called: list[dict] = []
+    tracker.replay(clip_path, callback=called.append)
+    assert comparable(called) == comparable(iterated)
+
+    stopped: list[dict] = []
+
+    def stop_at_first_change(event: dict) -> None:
+        stopped.append(event)
+        if event["type"] == "change":
+            tracker.stop()
+
+    tracker.replay(clip_path, block_frames=400, callback=stop_at_first_change)
+    assert stopped[-1]["type"] == "end" and stopped[-1]["reason"] == "stopped"
+    assert len(of_type(stopped, "prediction")) < len(of_type(iterated, "prediction"))
