@@ -213,6 +213,15 @@ _BAND_50_1000 = (_FREQS_KHZ >= 0.05) & (_FREQS_KHZ < 1.0)
 _BAND_1_5K = (_FREQS_KHZ >= 1.0) & (_FREQS_KHZ < 5.0)
 _BAND_0_2K = _FREQS_KHZ < 2.0
 _BAND_2_5K = (_FREQS_KHZ >= 2.0) & (_FREQS_KHZ < 5.0)
+
+
+def _band(mask: np.ndarray) -> slice:
+    """The contiguous range of FFT bins of a band mask, as a slice (no copy when indexing)."""
+    bins = np.flatnonzero(mask)
+    return slice(int(bins[0]), int(bins[-1]) + 1)
+
+
+_BAND_50_1000, _BAND_1_5K, _BAND_0_2K, _BAND_2_5K = map(_band, (_BAND_50_1000, _BAND_1_5K, _BAND_0_2K, _BAND_2_5K))
 _MEL_IDX = np.arange(N_MELS, dtype=np.float64)
 _MEL_SLOPE_W = (_MEL_IDX - _MEL_IDX.mean()) / np.sum((_MEL_IDX - _MEL_IDX.mean()) ** 2)
 _PITCH_WIN = np.hanning(PITCH_FRAME + 2)[1:-1]  # symmetric, no zero end points
@@ -231,6 +240,22 @@ _DELTA_W = np.arange(-DELTA_WIDTH, DELTA_WIDTH + 1, dtype=np.float64)
 _DELTA_W /= np.sum(_DELTA_W**2)
 
 
+_DCT_COLSUM = _DCT.sum(axis=0)  # MFCC(logmel - L) = MFCC(logmel) - L * this (~0 except c0)
+_FREQS_KHZ_SQ = _FREQS_KHZ**2
+_QUANTILES = np.true_divide(PERCENTILES, 100)
+_LN_10 = float(np.log(10.0))
+_LN_N_BINS = float(np.log(1 + N_FFT // 2))
+_SPEC_CORE = slice((N_FFT - WIN_LENGTH) // 2, (N_FFT + WIN_LENGTH) // 2)
+_POWER_EPS = 1e-20  # added to the power spectrum before ratios and logs
+_FRAME_SPAN = max(N_FFT, PITCH_FRAME)  # samples of one frame's analyses (spectrum and pitch)
+
+# Per-frame shape LLDs (columns of ``FrameAnalysis.shape``): functions of one frame's power
+# spectrum and log-mel only, so they are cached per frame by ``FrameCache``.
+_SHAPE_COLUMNS = ("centroid_khz", "spread_khz", "rolloff85_khz", "flatness_db", "entropy", "slope_db_per_band",
+                  "alpha_ratio_db", "hammarberg_db")
+_SHAPE = {name: i for i, name in enumerate(_SHAPE_COLUMNS)}
+
+
 # ---------------------------------------------------------------- frame analysis
 
 
@@ -247,6 +272,10 @@ class FrameAnalysis:
     power: np.ndarray  # (T, 1 + N_FFT // 2) power spectrum
     zcr: np.ndarray  # (T,)
     level_db: float  # mean energy of active frames (dBFS), or the floor when none
+    # Derived per-frame descriptors, filled by ``analyze`` / ``FrameCache`` (computed from
+    # ``power`` and ``logmel`` by ``functionals`` when left out):
+    mfcc: np.ndarray | None = None  # (T, N_MFCC) MFCC of the absolute log-mel
+    shape: np.ndarray | None = None  # (T, len(_SHAPE_COLUMNS)) spectral-shape LLDs
 
     @property
     def n_frames(self) -> int:
@@ -254,9 +283,14 @@ class FrameAnalysis:
 
 
 def _frames(x: np.ndarray, length: int) -> np.ndarray:
+    """Read-only ``(T, length)`` view of the frames starting every ``HOP`` samples (front zero padding
+    for a clip shorter than one frame)."""
     if len(x) < length:
         x = np.concatenate([np.zeros(length - len(x), dtype=x.dtype), x])
-    return np.lib.stride_tricks.sliding_window_view(x, length)[::HOP]
+    x = np.ascontiguousarray(x)
+    n = (len(x) - length) // HOP + 1
+    return np.lib.stride_tricks.as_strided(x, shape=(n, length), strides=(HOP * x.strides[0], x.strides[0]),
+                                           writeable=False)
 
 
 def power_spectrogram(x: np.ndarray) -> np.ndarray:
@@ -278,10 +312,20 @@ def mfcc_from_log_mel(logmel: np.ndarray) -> np.ndarray:
 
 def _pitch(x: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame (voicing strength, F0 in Hz) from a window-corrected normalised autocorrelation."""
+    need = (n_frames - 1) * HOP + PITCH_FRAME
+    if PITCH_FRAME <= len(x) < need:  # the last spectral frames' pitch frames run past the end
+        x = np.concatenate([x, np.zeros(need - len(x), dtype=x.dtype)])
     fr = _frames(x, PITCH_FRAME)[:n_frames]
-    fr = (fr - fr.mean(axis=1, keepdims=True)) * _PITCH_WIN
-    spec = np.fft.rfft(fr, n=PITCH_NFFT, axis=1)
-    acf = np.fft.irfft(spec.real**2 + spec.imag**2, n=PITCH_NFFT, axis=1)[:, : _LAG_MAX + 2]
+    padded = np.empty((len(fr), PITCH_NFFT))  # frames with the FFT's zero padding, written in place
+    padded[:, PITCH_FRAME:] = 0.0
+    np.multiply(fr - fr.mean(axis=1, keepdims=True), _PITCH_WIN, out=padded[:, :PITCH_FRAME])
+    spec = np.fft.rfft(padded, axis=1)
+    # irfft of a complex array is several times faster than of a real one here, with the same
+    # values (numpy converts a real input to complex anyway).
+    power = spec.real**2 + spec.imag**2
+    spec.real = power
+    spec.imag = 0.0
+    acf = np.fft.irfft(spec, n=PITCH_NFFT, axis=1)[:, : _LAG_MAX + 2]
     acf = acf / np.maximum(acf[:, :1], 1e-20) / _WIN_ACF
     seg = acf[:, _LAG_MIN - 1 : _LAG_MAX + 2]
     mid = seg[:, 1:-1]
@@ -299,78 +343,226 @@ def _pitch(x: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
     return strength, SAMPLE_RATE / lag
 
 
-def analyze(window: np.ndarray) -> FrameAnalysis:
-    """Frame-level descriptors of a window of 16 kHz mono audio (at least 40 ms)."""
-    x = np.asarray(window, dtype=np.float64).reshape(-1)
-    x = np.where(np.isfinite(x), x, 0.0)
-    power = power_spectrogram(x)
-    n = power.shape[0]
-    logmel = log_mel(power)
+def _shape_llds(power: np.ndarray, logmel: np.ndarray) -> np.ndarray:
+    """``(T, len(_SHAPE_COLUMNS))``: spectral shape of each frame (one row per frame, no window state).
 
-    core = _frames(x, N_FFT)[:, (N_FFT - WIN_LENGTH) // 2 : (N_FFT + WIN_LENGTH) // 2]
+    Flux and the relative energy need the neighbouring frame or the window's level and
+    are computed per window in ``_spectral_llds``. The log-mel slope is taken on the
+    absolute log-mel: it is invariant to the window's level shift.
+    """
+    p = power + _POWER_EPS
+    total = p.sum(axis=1)
+    pn = p / total[:, None]
+    centroid = pn @ _FREQS_KHZ
+    spread = np.sqrt(np.maximum(pn @ _FREQS_KHZ_SQ - centroid**2, 0.0))
+    cum = np.cumsum(pn, axis=1)
+    rolloff = _FREQS_KHZ[np.minimum(np.argmax(cum >= 0.85, axis=1), len(_FREQS_KHZ) - 1)]
+    ln_p = np.log(p)  # one (natural) log for flatness and entropy: ln(pn) = ln(p) - ln(total)
+    flatness = 10.0 * (np.mean(ln_p, axis=1) / _LN_10 - np.log10(np.mean(p, axis=1)))
+    entropy = (np.log(total) * pn.sum(axis=1) - np.einsum("ij,ij->i", pn, ln_p)) / _LN_N_BINS
+    slope = (logmel - logmel.mean(axis=1, keepdims=True)) @ _MEL_SLOPE_W
+    alpha = 10.0 * np.log10(p[:, _BAND_50_1000].sum(axis=1) / p[:, _BAND_1_5K].sum(axis=1))
+    hammarberg = 10.0 * np.log10(p[:, _BAND_0_2K].max(axis=1) / p[:, _BAND_2_5K].max(axis=1))
+    return np.column_stack([centroid, spread, rolloff, flatness, entropy, slope, alpha, hammarberg])
+
+
+# Columns of the per-frame descriptor matrix (``_Rows.lld``); ``FrameAnalysis`` fields are views of it.
+_L_MFCC = slice(0, N_MFCC)
+_L_SHAPE = slice(N_MFCC, N_MFCC + len(_SHAPE_COLUMNS))
+_L_ENERGY, _L_ZCR, _L_VOICING, _L_F0 = range(_L_SHAPE.stop, _L_SHAPE.stop + 4)
+_N_LLD = _L_F0 + 1
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """Descriptors of consecutive frames that each depend on one frame's samples only (rows = frames)."""
+
+    power: np.ndarray  # (T, 1 + N_FFT // 2)
+    logmel: np.ndarray  # (T, N_MELS)
+    lld: np.ndarray  # (T, _N_LLD): MFCC of the absolute log-mel, shape LLDs, energy, zcr, voicing, F0
+
+    def __len__(self) -> int:
+        return len(self.lld)
+
+    def tail(self, start: int) -> "_Rows":
+        return _Rows(self.power[start:], self.logmel[start:], self.lld[start:])
+
+    def extend(self, new: "_Rows") -> "_Rows":
+        return _Rows(np.concatenate([self.power, new.power]), np.concatenate([self.logmel, new.logmel]),
+                     np.concatenate([self.lld, new.lld]))
+
+
+def _rows(x: np.ndarray) -> _Rows:
+    """Descriptors of the frames that start at ``x[j * HOP]`` (``x`` float64 and finite)."""
+    fr = _frames(x, N_FFT)
+    spec = np.fft.rfft(fr * _WINDOW, axis=1)
+    power = spec.real**2 + spec.imag**2
+    logmel = log_mel(power)
+    lld = np.empty((len(power), _N_LLD))
+    lld[:, _L_MFCC] = mfcc_from_log_mel(logmel)
+    lld[:, _L_SHAPE] = _shape_llds(power, logmel)
+    core = fr[:, _SPEC_CORE]
     ms = np.mean(core * core, axis=1)
     energy_db = np.where(ms > 0, 10.0 * np.log10(np.maximum(ms, 1e-30)), ENERGY_FLOOR_DBFS)
-    energy_db = np.maximum(energy_db, ENERGY_FLOOR_DBFS)
+    lld[:, _L_ENERGY] = np.maximum(energy_db, ENERGY_FLOOR_DBFS)
     signs = np.signbit(core)
-    zcr = np.mean(signs[:, 1:] != signs[:, :-1], axis=1)
+    lld[:, _L_ZCR] = np.mean(signs[:, 1:] != signs[:, :-1], axis=1)
+    lld[:, _L_VOICING], lld[:, _L_F0] = _pitch(x, len(power))
+    return _Rows(power=power, logmel=logmel, lld=lld)
 
+
+def _sanitize(window: np.ndarray) -> np.ndarray:
+    x = np.asarray(window, dtype=np.float64).reshape(-1)
+    return np.where(np.isfinite(x), x, 0.0)
+
+
+def _assemble(r: _Rows) -> FrameAnalysis:
+    """The window-level parts (activity, level, voiced frames) from the window's frame rows."""
+    lld = r.lld
+    energy_db = lld[:, _L_ENERGY]
+    voicing = lld[:, _L_VOICING]
     active = (energy_db >= energy_db.max() - ACTIVE_RANGE_DB) & (energy_db >= ACTIVE_FLOOR_DBFS)
-    voicing, f0 = _pitch(x, n)
     voiced = active & (voicing >= VOICING_THRESHOLD)
     level = float(energy_db[active].mean()) if active.any() else ENERGY_FLOOR_DBFS
-    return FrameAnalysis(energy_db=energy_db, active=active, voiced=voiced, voicing=voicing, f0_hz=f0,
-                         logmel=logmel, power=power, zcr=zcr, level_db=level)
+    return FrameAnalysis(energy_db=energy_db, active=active, voiced=voiced, voicing=voicing, f0_hz=lld[:, _L_F0],
+                         logmel=r.logmel, power=r.power, zcr=lld[:, _L_ZCR], level_db=level, mfcc=lld[:, _L_MFCC],
+                         shape=lld[:, _L_SHAPE])
+
+
+def analyze(window: np.ndarray) -> FrameAnalysis:
+    """Frame-level descriptors of a window of 16 kHz mono audio (at least 40 ms)."""
+    return _assemble(_rows(_sanitize(window)))
+
+
+class FrameCache:
+    """``analyze`` for the overlapping windows of one stream, analysing only the frames that are new.
+
+    Every frame descriptor except the window-level parts (activity, level, voiced frames;
+    in ``functionals`` the level-relative values, the first frame's flux and the delta
+    edges) is a function of one frame's samples. Frames sit at ``start + j * HOP`` stream
+    samples, so when a window starts a whole number of hops after the previous one and
+    holds the same samples where they overlap, the frames they share are taken from the
+    previous window and only the new ones are analysed: the result equals
+    ``analyze(window)`` (``tests/test_features.py`` checks it). Any other window (another
+    phase, such as the final partial window of a file; no overlap; other samples; a length
+    that is not a whole number of hops) is analysed whole. Pure: no threads, no clocks.
+    """
+
+    def __init__(self) -> None:
+        self._start: int | None = None  # stream sample of the cached window's first sample
+        self._raw: np.ndarray | None = None  # that window's samples, as given
+        self._rows: _Rows | None = None
+        self.frames_analysed = 0
+        self.frames_reused = 0
+
+    def reset(self) -> None:
+        self._start = self._raw = self._rows = None
+
+    def analyze(self, window: np.ndarray, start: int) -> FrameAnalysis:
+        """Like ``analyze(window)``, for a window whose first sample is stream sample ``start``
+        (negative when the window reaches back before the stream began, into zero padding)."""
+        raw = np.asarray(window).reshape(-1)
+        rows = self._reuse(raw, int(start))
+        if rows is None:
+            rows = _rows(_sanitize(raw))
+            self.frames_analysed += len(rows)
+        if len(raw) % HOP == 0 and len(raw) >= _FRAME_SPAN:
+            self._start, self._raw, self._rows = int(start), raw.copy(), rows
+        else:
+            self.reset()
+        return _assemble(rows)
+
+    def _reuse(self, raw: np.ndarray, start: int) -> _Rows | None:
+        if self._rows is None or raw.shape != self._raw.shape or raw.dtype != self._raw.dtype:
+            return None
+        shift = start - self._start
+        if shift <= 0 or shift % HOP:
+            return None
+        kept = self._rows.tail(shift // HOP)
+        if len(kept) == 0 or not np.array_equal(raw[: len(raw) - shift], self._raw[shift:]):
+            return None
+        new = _rows(_sanitize(raw[len(kept) * HOP :]))
+        self.frames_analysed += len(new)
+        self.frames_reused += len(kept)
+        return kept.extend(new)
 
 
 # ---------------------------------------------------------------- functionals
 
 
-def _frame_functionals(x: np.ndarray) -> np.ndarray:
-    """``(6, D)``: mean, std, p10, p50, p90, mean |frame-to-frame change| of ``(T, D)``."""
-    if len(x) == 0:
-        return np.zeros((len(FRAME_FUNCTIONALS), x.shape[1]))
-    pct = np.percentile(x, PERCENTILES, axis=0)
-    dabs = np.mean(np.abs(np.diff(x, axis=0)), axis=0) if len(x) > 1 else np.zeros(x.shape[1])
-    return np.vstack([x.mean(axis=0), x.std(axis=0), pct, dabs[None, :]])
+def _mean_std(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and standard deviations, with ``np.mean`` / ``np.std``'s arithmetic."""
+    n = x.shape[0]
+    mean = np.add.reduce(x, axis=0) / n
+    d = x - mean
+    np.multiply(d, d, out=d)
+    return mean, np.sqrt(np.add.reduce(d, axis=0) / n)
 
 
-def _spectral_llds(a: FrameAnalysis, logmel_rel: np.ndarray) -> np.ndarray:
-    p = a.power + 1e-20
-    total = p.sum(axis=1)
-    pn = p / total[:, None]
-    centroid = pn @ _FREQS_KHZ
-    spread = np.sqrt(np.maximum(pn @ (_FREQS_KHZ**2) - centroid**2, 0.0))
-    cum = np.cumsum(pn, axis=1)
-    rolloff = _FREQS_KHZ[np.minimum(np.argmax(cum >= 0.85, axis=1), len(_FREQS_KHZ) - 1)]
-    flatness = 10.0 * (np.mean(np.log10(p), axis=1) - np.log10(np.mean(p, axis=1)))
-    entropy = -np.sum(pn * np.log2(pn), axis=1) / np.log2(p.shape[1])
-    flux = np.concatenate([[0.0], np.mean(np.abs(np.diff(logmel_rel, axis=0)), axis=1)])
-    slope = (logmel_rel - logmel_rel.mean(axis=1, keepdims=True)) @ _MEL_SLOPE_W
-    alpha = 10.0 * np.log10(p[:, _BAND_50_1000].sum(axis=1) / p[:, _BAND_1_5K].sum(axis=1))
-    hammarberg = 10.0 * np.log10(p[:, _BAND_0_2K].max(axis=1) / p[:, _BAND_2_5K].max(axis=1))
-    energy_rel = a.energy_db - a.level_db
-    return np.column_stack([energy_rel, centroid, spread, rolloff, flatness, entropy, flux, slope,
-                            alpha, hammarberg, a.zcr])
+def _percentiles(sorted_rows: np.ndarray) -> np.ndarray:
+    """``(len(PERCENTILES), D)`` of ``(D, n)`` rows sorted ascending; ``np.percentile``'s linear
+    interpolation, with its arithmetic."""
+    n = sorted_rows.shape[1]
+    virtual = (n - 1) * _QUANTILES
+    lo = np.floor(virtual).astype(np.intp)
+    hi = np.minimum(lo + 1, n - 1)
+    gamma = virtual - lo
+    a = sorted_rows[:, lo]
+    b = sorted_rows[:, hi]
+    diff = b - a
+    return np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma).T
+
+
+def _order_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(pct, dabs)`` of ``(T, D)``: the PERCENTILES of each column and its mean |frame-to-frame change|."""
+    if np.isnan(x).any():
+        pct = np.percentile(x, PERCENTILES, axis=0)
+    else:
+        pct = _percentiles(np.sort(x.T, axis=1))
+    if len(x) > 1:
+        dabs = np.add.reduce(np.abs(x[1:] - x[:-1]), axis=0) / (len(x) - 1)
+    else:
+        dabs = np.zeros(x.shape[1])
+    return pct, dabs
+
+
+def _deltas(m: np.ndarray) -> np.ndarray:
+    """Regression deltas over +-DELTA_WIDTH frames, edges padded by repetition."""
+    pad = np.concatenate([m[:1]] * DELTA_WIDTH + [m] + [m[-1:]] * DELTA_WIDTH)
+    n = len(m)
+    out = np.zeros_like(m)
+    for k, w in enumerate(_DELTA_W):
+        if w:
+            out += w * pad[k : k + n]
+    return out
 
 
 def _pitch_features(a: FrameAnalysis) -> np.ndarray:
     v = a.voiced
-    if v.sum() < 2:
+    vi = np.flatnonzero(v)
+    if len(vi) < 2:
         return np.zeros(len(PITCH_FEATURES))
-    st = 12.0 * np.log2(a.f0_hz[v] / F0_REF_HZ)
-    t = np.flatnonzero(v) * (HOP / SAMPLE_RATE)
-    p10, p50, p90 = np.percentile(st, PERCENTILES)
+    st = 12.0 * np.log2(a.f0_hz[vi] / F0_REF_HZ)
+    t = vi * (HOP / SAMPLE_RATE)
+    if np.isnan(st).any():
+        p10, p50, p90 = np.percentile(st, PERCENTILES)
+    else:
+        p10, p50, p90 = _percentiles(np.sort(st)[None, :])[:, 0]
+    st_mean = st.mean()
     tc = t - t.mean()
-    slope = float(np.sum(tc * (st - st.mean())) / max(np.sum(tc * tc), 1e-12))
-    both = v[1:] & v[:-1]
-    st_all = 12.0 * np.log2(np.maximum(a.f0_hz, 1.0) / F0_REF_HZ)
-    dabs = float(np.mean(np.abs(np.diff(st_all))[both])) if both.any() else 0.0
-    return np.array([st.mean(), st.std(), p10, p50, p90, p90 - p10, slope, dabs])
+    slope = float(np.dot(tc, st - st_mean) / max(np.dot(tc, tc), 1e-12))
+    both = np.flatnonzero(v[1:] & v[:-1])
+    if len(both):
+        st_all = 12.0 * np.log2(np.maximum(a.f0_hz, 1.0) / F0_REF_HZ)
+        dabs = float(np.mean(np.abs(st_all[both + 1] - st_all[both])))
+    else:
+        dabs = 0.0
+    return np.array([st_mean, st.std(), p10, p50, p90, p90 - p10, slope, dabs])
 
 
 def _voice_features(a: FrameAnalysis) -> np.ndarray:
-    n_active = int(a.active.sum())
-    n_voiced = int(a.voiced.sum())
+    n_active = int(np.count_nonzero(a.active))
+    n_voiced = int(np.count_nonzero(a.voiced))
     if n_active == 0:
         return np.zeros(len(VOICE_FEATURES))
     strength = float(a.voicing[a.active].mean())
@@ -380,29 +572,60 @@ def _voice_features(a: FrameAnalysis) -> np.ndarray:
         hnr_mean, hnr_std = float(hnr.mean()), float(hnr.std())
     else:
         hnr_mean = hnr_std = 0.0
-    onsets = int(np.sum(a.voiced[1:] & ~a.voiced[:-1]) + int(a.voiced[0]))
+    onsets = int(np.count_nonzero(a.voiced[1:] & ~a.voiced[:-1]) + int(a.voiced[0]))
     active_s = n_active * HOP / SAMPLE_RATE
     seg_rate = onsets / active_s
     seg_mean = (n_voiced * HOP / SAMPLE_RATE) / onsets if onsets else 0.0
     return np.array([n_voiced / n_active, strength, hnr_mean, hnr_std, seg_rate, seg_mean])
 
 
+# Column blocks of the per-window matrix in ``functionals``: frame-wise LLDs (in output order:
+# MFCC, then SPECTRAL_LLDS), then MFCC deltas and log-mel (mean and std only).
+_N_FRAMEWISE = N_MFCC + len(SPECTRAL_LLDS)
+_C_LLD = N_MFCC  # first spectral LLD column
+_C_FLUX = _C_LLD + SPECTRAL_LLDS.index("flux_db")
+_C_SLOPE = _C_LLD + SPECTRAL_LLDS.index("slope_db_per_band")
+_C_DELTA = slice(_N_FRAMEWISE, _N_FRAMEWISE + N_MFCC)
+_C_LOGMEL = slice(_C_DELTA.stop, _C_DELTA.stop + N_MELS)
+
+
 def functionals(a: FrameAnalysis) -> np.ndarray:
     """The fixed-length feature vector (``N_FEATURES`` float32) of an analysed window."""
-    sel = a.active if a.active.sum() >= 2 else np.ones(a.n_frames, dtype=bool)
-    logmel_rel = a.logmel - a.level_db
-    mfcc = mfcc_from_log_mel(logmel_rel)
-    parts = [_frame_functionals(mfcc[sel]).T.reshape(-1)]
-    pad = np.pad(mfcc, ((DELTA_WIDTH, DELTA_WIDTH), (0, 0)), mode="edge")
-    delta = np.lib.stride_tricks.sliding_window_view(pad, 2 * DELTA_WIDTH + 1, axis=0) @ _DELTA_W
-    parts.append(delta[sel].std(axis=0))
-    lm = logmel_rel[sel]
-    parts.append(np.column_stack([lm.mean(axis=0), lm.std(axis=0)]).reshape(-1))
-    spec = _frame_functionals(_spectral_llds(a, logmel_rel)[sel])  # (6, n_llds)
-    parts.append(spec[1:, 0])  # relative energy: no mean
-    parts.append(spec[:, 1:].T.reshape(-1))
-    parts.append(_pitch_features(a))
-    parts.append(_voice_features(a))
+    n_frames = a.n_frames
+    idx = np.flatnonzero(a.active)
+    if len(idx) < 2:
+        idx = np.arange(n_frames)
+    level = a.level_db
+    mfcc_abs = a.mfcc if a.mfcc is not None else mfcc_from_log_mel(a.logmel)
+    shape = a.shape if a.shape is not None else _shape_llds(a.power, a.logmel)
+    flux = np.zeros(n_frames)
+    if n_frames > 1:  # the level shift cancels in frame-to-frame differences
+        flux[1:] = np.add.reduce(np.abs(a.logmel[1:] - a.logmel[:-1]), axis=1) / N_MELS
+
+    m = np.empty((len(idx), _C_LOGMEL.stop))
+    # MFCC of the level-corrected log-mel: only c0 moves (the DCT's other columns sum to ~0).
+    np.subtract(mfcc_abs[idx], level * _DCT_COLSUM, out=m[:, :N_MFCC])
+    np.subtract(a.energy_db[idx], level, out=m[:, _C_LLD])
+    m[:, _C_LLD + 1 : _C_FLUX] = shape[idx, : _C_FLUX - _C_LLD - 1]
+    m[:, _C_FLUX] = flux[idx]
+    m[:, _C_SLOPE : _N_FRAMEWISE - 1] = shape[idx, _C_FLUX - _C_LLD - 1 :]
+    m[:, _N_FRAMEWISE - 1] = a.zcr[idx]
+    m[:, _C_DELTA] = _deltas(mfcc_abs)[idx]  # deltas are invariant to the level shift
+    m[:, _C_LOGMEL] = a.logmel[idx]
+
+    mean, std = _mean_std(m)
+    pct, dabs = _order_stats(m[:, :_N_FRAMEWISE])
+    framewise = np.vstack([mean[:_N_FRAMEWISE], std[:_N_FRAMEWISE], pct, dabs])  # (6, _N_FRAMEWISE)
+    logmel_mean = mean[_C_LOGMEL] - level
+    parts = [
+        framewise[:, :N_MFCC].T.reshape(-1),
+        std[_C_DELTA],
+        np.column_stack([logmel_mean, std[_C_LOGMEL]]).reshape(-1),
+        framewise[1:, _C_LLD],  # relative energy: no mean
+        framewise[:, _C_LLD + 1 : _N_FRAMEWISE].T.reshape(-1),
+        _pitch_features(a),
+        _voice_features(a),
+    ]
     out = np.concatenate(parts).astype(np.float32)
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
