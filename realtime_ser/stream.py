@@ -90,6 +90,7 @@ class StreamProcessor:
         self.converter = Converter(source_rate)
         self.windower = Windower(self.config.window_samples, self.config.hop_samples)
         self.normalizer = OnlineNormalizer(model.normalizer) if model.normalizer is not None else None
+        self.frames = features.FrameCache()  # analyses only the frames each window adds
         self.live = live
         self.windows = 0  # processed
         self.skipped = 0
@@ -152,7 +153,7 @@ class StreamProcessor:
 
     def classify(self, window: Window) -> tuple[vad.VadResult, np.ndarray | None]:
         """VAD, and for speech: features -> normaliser -> model probabilities."""
-        analysis = features.analyze(window.samples)
+        analysis = self.frames.analyze(window.samples, window.end - len(window.samples))
         decision = vad.decide(analysis, self.model.vad)
         if not decision.speech:
             return decision, None
