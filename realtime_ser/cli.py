@@ -32,10 +32,18 @@ import sys
 import tempfile
 from typing import Sequence
 
-from . import __version__
-from .errors import ConfigError, SerError
-from .sinks.jsonl import OutputClosed, silence_stdout
-from .smoothing import DEFAULT_ENTER, DEFAULT_EXIT, DEFAULT_MIN_DWELL_S, DEFAULT_SILENCE_HOLD_S, DEFAULT_TAU_S
+# One BLAS / OpenMP thread unless the user set these: read once, when numpy / onnxruntime load
+# (nothing above imports them). The work per window is small matrices; a multi-threaded BLAS on
+# a busy 2-core machine only adds contention (see docs/performance.md).
+NATIVE_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+for _name in NATIVE_THREAD_VARS:
+    os.environ.setdefault(_name, "1")
+
+from . import __version__  # noqa: E402 (after the thread settings on purpose)
+from .errors import ConfigError, SerError  # noqa: E402
+from .sinks.jsonl import OutputClosed, silence_stdout  # noqa: E402
+from .smoothing import (DEFAULT_ENTER, DEFAULT_EXIT, DEFAULT_MIN_DWELL_S,  # noqa: E402
+                        DEFAULT_SILENCE_HOLD_S, DEFAULT_TAU_S)
 
 log = logging.getLogger("realtime_ser")
 

@@ -32,7 +32,8 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
+# numpy is imported inside the functions that use it: the CLI reads the defaults below to
+# build its help, and `realtime-ser --help` must not pay for numpy.
 
 SILENCE = "silence"
 
@@ -88,6 +89,8 @@ class SmoothedState:
 
 def as_distribution(p: np.ndarray) -> np.ndarray:
     """Non-negative, finite, summing to 1 (uniform when nothing is left)."""
+    import numpy as np
+
     p = np.nan_to_num(np.asarray(p, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     p = np.clip(p, 0.0, None)
     total = p.sum()
@@ -132,6 +135,8 @@ class Smoother:
         return SmoothedState(self.emotion, float(self.ema[i]), self.ema.copy(), changed, previous)
 
     def _speech(self, t_end: float, p: np.ndarray) -> None:
+        import numpy as np
+
         prm = self.params
         if self.ema is None:
             self.ema = p
