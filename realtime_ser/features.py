@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -282,6 +283,12 @@ class FrameAnalysis:
         return len(self.energy_db)
 
 
+def _mean(x: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """``np.mean`` of a float or bool array, the same arithmetic without its Python-level overhead."""
+    n = x.size if axis is None else x.shape[axis]
+    return np.add.reduce(x, axis=axis, dtype=np.float64) / n
+
+
 def _frames(x: np.ndarray, length: int) -> np.ndarray:
     """Read-only ``(T, length)`` view of the frames starting every ``HOP`` samples (front zero padding
     for a clip shorter than one frame)."""
@@ -318,7 +325,7 @@ def _pitch(x: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
     fr = _frames(x, PITCH_FRAME)[:n_frames]
     padded = np.empty((len(fr), PITCH_NFFT))  # frames with the FFT's zero padding, written in place
     padded[:, PITCH_FRAME:] = 0.0
-    np.multiply(fr - fr.mean(axis=1, keepdims=True), _PITCH_WIN, out=padded[:, :PITCH_FRAME])
+    np.multiply(fr - _mean(fr, axis=1)[:, None], _PITCH_WIN, out=padded[:, :PITCH_FRAME])
     spec = np.fft.rfft(padded, axis=1)
     # irfft of a complex array is several times faster than of a real one here, with the same
     # values (numpy converts a real input to complex anyway).
@@ -358,9 +365,9 @@ def _shape_llds(power: np.ndarray, logmel: np.ndarray) -> np.ndarray:
     cum = np.cumsum(pn, axis=1)
     rolloff = _FREQS_KHZ[np.minimum(np.argmax(cum >= 0.85, axis=1), len(_FREQS_KHZ) - 1)]
     ln_p = np.log(p)  # one (natural) log for flatness and entropy: ln(pn) = ln(p) - ln(total)
-    flatness = 10.0 * (np.mean(ln_p, axis=1) / _LN_10 - np.log10(np.mean(p, axis=1)))
+    flatness = 10.0 * (_mean(ln_p, axis=1) / _LN_10 - np.log10(_mean(p, axis=1)))
     entropy = (np.log(total) * pn.sum(axis=1) - np.einsum("ij,ij->i", pn, ln_p)) / _LN_N_BINS
-    slope = (logmel - logmel.mean(axis=1, keepdims=True)) @ _MEL_SLOPE_W
+    slope = (logmel - _mean(logmel, axis=1)[:, None]) @ _MEL_SLOPE_W
     alpha = 10.0 * np.log10(p[:, _BAND_50_1000].sum(axis=1) / p[:, _BAND_1_5K].sum(axis=1))
     hammarberg = 10.0 * np.log10(p[:, _BAND_0_2K].max(axis=1) / p[:, _BAND_2_5K].max(axis=1))
     return np.column_stack([centroid, spread, rolloff, flatness, entropy, slope, alpha, hammarberg])
@@ -402,11 +409,11 @@ def _rows(x: np.ndarray) -> _Rows:
     lld[:, _L_MFCC] = mfcc_from_log_mel(logmel)
     lld[:, _L_SHAPE] = _shape_llds(power, logmel)
     core = fr[:, _SPEC_CORE]
-    ms = np.mean(core * core, axis=1)
+    ms = _mean(core * core, axis=1)
     energy_db = np.where(ms > 0, 10.0 * np.log10(np.maximum(ms, 1e-30)), ENERGY_FLOOR_DBFS)
     lld[:, _L_ENERGY] = np.maximum(energy_db, ENERGY_FLOOR_DBFS)
     signs = np.signbit(core)
-    lld[:, _L_ZCR] = np.mean(signs[:, 1:] != signs[:, :-1], axis=1)
+    lld[:, _L_ZCR] = _mean(signs[:, 1:] != signs[:, :-1], axis=1)
     lld[:, _L_VOICING], lld[:, _L_F0] = _pitch(x, len(power))
     return _Rows(power=power, logmel=logmel, lld=lld)
 
@@ -423,7 +430,7 @@ def _assemble(r: _Rows) -> FrameAnalysis:
     voicing = lld[:, _L_VOICING]
     active = (energy_db >= energy_db.max() - ACTIVE_RANGE_DB) & (energy_db >= ACTIVE_FLOOR_DBFS)
     voiced = active & (voicing >= VOICING_THRESHOLD)
-    level = float(energy_db[active].mean()) if active.any() else ENERGY_FLOOR_DBFS
+    level = float(_mean(energy_db[active])) if active.any() else ENERGY_FLOOR_DBFS
     return FrameAnalysis(energy_db=energy_db, active=active, voiced=voiced, voicing=voicing, f0_hz=lld[:, _L_F0],
                          logmel=r.logmel, power=r.power, zcr=lld[:, _L_ZCR], level_db=level, mfcc=lld[:, _L_MFCC],
                          shape=lld[:, _L_SHAPE])
@@ -537,6 +544,20 @@ def _deltas(m: np.ndarray) -> np.ndarray:
     return out
 
 
+def _percentiles_1d(x: np.ndarray) -> tuple[float, float, float]:
+    """PERCENTILES of a 1-D array in Python floats (the arithmetic of ``_percentiles``)."""
+    s = np.sort(x).tolist()
+    out = []
+    for q in _QUANTILES.tolist():
+        virtual = (len(s) - 1) * q
+        lo = math.floor(virtual)
+        hi = min(lo + 1, len(s) - 1)
+        gamma = virtual - lo
+        diff = s[hi] - s[lo]
+        out.append(s[hi] - diff * (1 - gamma) if gamma >= 0.5 else s[lo] + diff * gamma)
+    return out[0], out[1], out[2]
+
+
 def _pitch_features(a: FrameAnalysis) -> np.ndarray:
     v = a.voiced
     vi = np.flatnonzero(v)
@@ -547,17 +568,17 @@ def _pitch_features(a: FrameAnalysis) -> np.ndarray:
     if np.isnan(st).any():
         p10, p50, p90 = np.percentile(st, PERCENTILES)
     else:
-        p10, p50, p90 = _percentiles(np.sort(st)[None, :])[:, 0]
-    st_mean = st.mean()
-    tc = t - t.mean()
+        p10, p50, p90 = _percentiles_1d(st)
+    st_mean, st_std = _mean_std(st)
+    tc = t - _mean(t)
     slope = float(np.dot(tc, st - st_mean) / max(np.dot(tc, tc), 1e-12))
     both = np.flatnonzero(v[1:] & v[:-1])
     if len(both):
         st_all = 12.0 * np.log2(np.maximum(a.f0_hz, 1.0) / F0_REF_HZ)
-        dabs = float(np.mean(np.abs(st_all[both + 1] - st_all[both])))
+        dabs = float(_mean(np.abs(st_all[both + 1] - st_all[both])))
     else:
         dabs = 0.0
-    return np.array([st_mean, st.std(), p10, p50, p90, p90 - p10, slope, dabs])
+    return np.array([st_mean, st_std, p10, p50, p90, p90 - p10, slope, dabs])
 
 
 def _voice_features(a: FrameAnalysis) -> np.ndarray:
@@ -565,11 +586,10 @@ def _voice_features(a: FrameAnalysis) -> np.ndarray:
     n_voiced = int(np.count_nonzero(a.voiced))
     if n_active == 0:
         return np.zeros(len(VOICE_FEATURES))
-    strength = float(a.voicing[a.active].mean())
+    strength = float(_mean(a.voicing[a.active]))
     if n_voiced:
         r = np.clip(a.voicing[a.voiced], 1e-3, 0.999)
-        hnr = 10.0 * np.log10(r / (1.0 - r))
-        hnr_mean, hnr_std = float(hnr.mean()), float(hnr.std())
+        hnr_mean, hnr_std = map(float, _mean_std(10.0 * np.log10(r / (1.0 - r))))
     else:
         hnr_mean = hnr_std = 0.0
     onsets = int(np.count_nonzero(a.voiced[1:] & ~a.voiced[:-1]) + int(a.voiced[0]))
