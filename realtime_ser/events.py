@@ -38,6 +38,8 @@ LEVEL_DECIMALS = 1  # dBFS
 AFFECT_DECIMALS = 3
 LATENCY_DECIMALS = 1  # ms
 WARMUP_DECIMALS = 3
+VOICED_DECIMALS = 2  # s, the VAD works on 10 ms frames
+CALLBACK_MS_DECIMALS = 3  # the callback runs for microseconds
 
 VALENCE_AROUSAL: Mapping[str, tuple[float, float]] = {
     # label: (valence, arousal), each in [-1, 1]

@@ -36,7 +36,7 @@ from typing import Iterator
 from . import SAMPLE_RATE
 from .audio.sources import END, Block, FileSource, MicSource, SourceFailure
 from .errors import ConfigError, SerError
-from .events import EndEvent, StatusEvent, t_round
+from .events import CALLBACK_MS_DECIMALS, EndEvent, StatusEvent, t_round
 from .stream import ModelLike, Pending, StreamConfig, StreamProcessor
 
 log = logging.getLogger(__name__)
@@ -101,16 +101,22 @@ class Pipeline:
             return
         src = self.source
         src.open()
-        self.processor = StreamProcessor(self.model, src.sample_rate, self.config.stream, live=src.live)
-        capacity = max(MIN_QUEUE_BLOCKS, math.ceil(self.config.queue_s * src.sample_rate / src.block_frames))
-        self.audio_queue = queue.Queue(maxsize=capacity)
-        worker = threading.Thread(target=self._work, name="ser-worker", daemon=True)
-        self._threads.append(worker)
-        if isinstance(src, FileSource):
-            feeder = threading.Thread(target=src.run, args=(self.audio_queue, self._stop), name="ser-file", daemon=True)
-            self._threads.append(feeder)
-        else:
-            src.start(self.audio_queue)
+        try:
+            self.processor = StreamProcessor(self.model, src.sample_rate, self.config.stream, live=src.live)
+            capacity = max(MIN_QUEUE_BLOCKS, math.ceil(self.config.queue_s * src.sample_rate / src.block_frames))
+            self.audio_queue = queue.Queue(maxsize=capacity)
+            self._threads.append(threading.Thread(target=self._work, name="ser-worker", daemon=True))
+            if isinstance(src, FileSource):
+                self._threads.append(threading.Thread(target=src.run, args=(self.audio_queue, self._stop),
+                                                      name="ser-file", daemon=True))
+            else:
+                src.start(self.audio_queue)
+        except BaseException:
+            self._threads.clear()
+            src.stop()
+            if isinstance(src, FileSource):
+                src.close()
+            raise
         self._started = True
         for t in self._threads:
             t.start()
@@ -277,7 +283,7 @@ class Pipeline:
         cap = getattr(src, "capture", None)
         cb_max = None
         if cap is not None and cap.max_callback_s is not None:
-            cb_max = round(cap.max_callback_s * MS_PER_S, 3)
+            cb_max = round(cap.max_callback_s * MS_PER_S, CALLBACK_MS_DECIMALS)
         return StatusEvent(t=t_round(t), emotion=proc.emotion, windows=proc.windows,
                            skipped_windows=proc.skipped, dropped_blocks=c.dropped_blocks,
                            dropped_s=t_round(c.dropped_frames / src.sample_rate),

@@ -22,7 +22,7 @@ from . import SAMPLE_RATE, __version__, features, vad
 from .audio.convert import Converter
 from .audio.windowing import Window, Windower
 from .errors import ConfigError, ModelError
-from .events import (LATENCY_DECIMALS, LEVEL_DECIMALS, PROB_DECIMALS, WARMUP_DECIMALS, ChangeEvent,
+from .events import (LATENCY_DECIMALS, LEVEL_DECIMALS, PROB_DECIMALS, VOICED_DECIMALS, WARMUP_DECIMALS, ChangeEvent,
                      PredictionEvent, StartEvent, by_label, rounded, t_round, valence_arousal)
 from .normalize import NormalizerParams, OnlineNormalizer
 from .smoothing import SILENCE, Smoother, SmoothingParams
@@ -185,7 +185,7 @@ class StreamProcessor:
         events: list[PredictionEvent | ChangeEvent] = [PredictionEvent(
             t_start=t_start, t_end=t_end, emotion=state.emotion, confidence=confidence,
             probabilities=probabilities, raw_probabilities=by_label(self.labels, raw), speech=decision.speech,
-            voiced_s=round(decision.voiced_s, 2), level_dbfs=round(decision.level_dbfs, LEVEL_DECIMALS),
+            voiced_s=round(decision.voiced_s, VOICED_DECIMALS), level_dbfs=round(decision.level_dbfs, LEVEL_DECIMALS),
             valence=valence, arousal=arousal, latency_ms=latency, dropped_blocks=dropped_blocks,
             skipped_windows=self.skipped, normalizer_warmup=self.normalizer_warmup)]
         if state.changed:
