@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 
 import numpy as np
 import pytest
 from helpers import write_audio
 
-from realtime_ser.audio.sources import END, Block, FileSource, InputDevice, MicSource, resolve_device
+from realtime_ser.audio.sources import END, Block, CallbackCapture, FileSource, InputDevice, MicSource, resolve_device
 from realtime_ser.errors import AudioDeviceError, ConfigError
 
 DEVICES = [
@@ -90,3 +91,40 @@ def test_realtime_pace_drops_like_a_microphone_when_the_queue_is_full(tmp_path):
     got = [q.get(timeout=5) for _ in range(4)]  # draining lets END in: nothing blocks for good
     feeder.join(5)
     assert [b.start for b in got[:3]] == [0, 200, 400] and got[3] is END and not feeder.is_alive()
+
+
+class FakeStream:
+    active = True
+
+
+def mic_with_fake_stream(block_frames: int = 800) -> MicSource:
+    mic = MicSource(block_frames=block_frames)
+    mic.sample_rate = 16_000
+    mic.name = "fake"
+    mic.capture = CallbackCapture(queue.Queue(maxsize=10))
+    mic._stream = FakeStream()
+    mic._started_at = time.monotonic()
+    return mic
+
+
+def test_a_device_that_stops_is_reported():
+    mic = mic_with_fake_stream()
+    mic.check()  # just started, nothing yet: fine
+    mic.capture.callback(np.zeros((800, 1), np.float32), 800, None, None)
+    mic.check()  # audio is flowing
+    mic.capture.last_arrival -= 1.5 * mic.stall_timeout_s
+    with pytest.raises(AudioDeviceError, match="stopped delivering audio"):
+        mic.check()
+    mic2 = mic_with_fake_stream()
+    mic2.capture.on_finished()
+    with pytest.raises(AudioDeviceError, match="audio server went away"):
+        mic2.check()
+    mic3 = mic_with_fake_stream()
+    mic3._started_at -= 60
+    with pytest.raises(AudioDeviceError, match="delivered no audio"):
+        mic3.check()
+
+
+def test_long_blocks_stretch_the_stall_timeout():
+    assert mic_with_fake_stream(800).stall_timeout_s == 1.0
+    assert mic_with_fake_stream(16_000).stall_timeout_s == 3.0  # 1 s blocks: three of them

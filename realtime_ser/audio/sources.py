@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 BLOCK_S = 0.05  # default block: 50 ms of audio at the source's rate
 MAX_CAPTURE_CHANNELS = 2  # a mic is mono or stereo; more channels are mixed down anyway
 STARTUP_TIMEOUT_S = 5.0  # a device that gives no audio at all within this is reported
-STALL_TIMEOUT_S = 1.0  # a running device silent for this long has gone away
+STALL_TIMEOUT_S = 1.0  # a running device silent for this long has gone away...
+STALL_BLOCKS = 3  # ...or for this many blocks, when blocks are long
 PUT_POLL_S = 0.1  # how often a blocking put re-checks the stop event
 FILE_FORMATS_HINT = "WAV, FLAC or OGG"
 
@@ -270,6 +271,12 @@ class MicSource:
                                    f"another with --device (see `realtime-ser devices`) or use --replay FILE") from None
         self._started_at = time.monotonic()
 
+    @property
+    def stall_timeout_s(self) -> float:
+        """Silence from the device longer than this means it is gone (a few blocks, at least 1 s)."""
+        block_s = (self.block_frames or 0) / self.sample_rate if self.sample_rate else 0.0
+        return max(STALL_TIMEOUT_S, STALL_BLOCKS * block_s)
+
     def check(self) -> None:
         """Raise ``AudioDeviceError`` if the device has stopped delivering audio."""
         cap = self.capture
@@ -283,8 +290,8 @@ class MicSource:
             if now - self._started_at > STARTUP_TIMEOUT_S:
                 raise AudioDeviceError(f"input device {self.name!r} delivered no audio in {STARTUP_TIMEOUT_S:g} s; "
                                        f"pick another with --device (see `realtime-ser devices`)")
-        elif now - cap.last_arrival > STALL_TIMEOUT_S:
-            raise AudioDeviceError(f"input device {self.name!r} stopped delivering audio for {STALL_TIMEOUT_S:g} s "
+        elif now - cap.last_arrival > self.stall_timeout_s:
+            raise AudioDeviceError(f"input device {self.name!r} stopped delivering audio for {self.stall_timeout_s:g} s "
                                    f"(unplugged, or the audio server went away); reconnect it and check "
                                    f"`realtime-ser devices`")
 

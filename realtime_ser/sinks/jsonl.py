@@ -27,7 +27,7 @@ class JsonlSink:
     def write(self, event: dict) -> None:
         if self.closed:
             raise OutputClosed()
-        line = json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        line = json.dumps(event, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
         try:
             self.stream.write(line + "\n")
             self.stream.flush()
