@@ -61,7 +61,10 @@ heavy modules inside ``run``). The module docstring's first line is the help tex
 DEFAULT_STATUS_EVERY_S = 5.0
 
 
-class _Interrupted(Exception):
+class _Interrupted(BaseException):
+    """A stop signal before the stream started. A BaseException, like KeyboardInterrupt, so that no
+    ``except Exception`` on the way (model loading, device opening) turns it into another error."""
+
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
