@@ -157,10 +157,11 @@ class SlowModel:
 # ---------------------------------------------------------------- events
 
 
-def load_schema() -> dict:
+def load_schema(name: str = "events") -> dict:
+    """``realtime_ser/schema/<name>.schema.json`` (``events``: listen's lines; ``predict``: predict's)."""
     from importlib import resources
 
-    return json.loads(resources.files("realtime_ser").joinpath("schema/events.schema.json").read_text("utf-8"))
+    return json.loads(resources.files("realtime_ser").joinpath(f"schema/{name}.schema.json").read_text("utf-8"))
 
 
 def comparable(events: list[dict]) -> list[dict]:

@@ -133,6 +133,9 @@ def test_predict_mixes_good_and_bad_files(tiny_model_path, speech_wav, tmp_path)
     assert r.returncode == 3
     assert "Traceback" not in r.stderr
     out = [json.loads(line) for line in r.stdout.splitlines()]
+    validator = jsonschema.Draft202012Validator(load_schema("predict"))
+    for o in out:
+        validator.validate(o)
     assert [o["file"] for o in out] == [str(f) for f in files]
     ok = [o for o in out if "error" not in o]
     bad = [o for o in out if "error" in o]
