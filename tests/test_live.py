@@ -6,6 +6,12 @@
 2. ``test_listen_live_matches_replay``: a RAVDESS speech file played into the microphone while
    ``realtime-ser listen`` captures it gives the same smoothed emotions, at the same audio times within
    one hop, as ``realtime-ser listen --replay`` of the same file; every stdout line is JSON.
+
+   The live stream starts before playback, at an arbitrary point of the 0.5 s window grid, and the
+   live path resamples (PortAudio opens "pulse" at 44.1 kHz stereo). So the file is also replayed with
+   the grid shifted by tenths of a hop: the file must give the same smoothed emotions at every shift
+   (else the next candidate file is tried), and the shift and whole-hop offset whose per-window input
+   levels match the live run's (to a fraction of a dB) align the two streams before comparing.
 """
 
 from __future__ import annotations
