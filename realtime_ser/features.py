@@ -325,14 +325,14 @@ def _pitch(x: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
     fr = _frames(x, PITCH_FRAME)[:n_frames]
     padded = np.empty((len(fr), PITCH_NFFT))  # frames with the FFT's zero padding, written in place
     padded[:, PITCH_FRAME:] = 0.0
-    np.multiply(fr - _mean(fr, axis=1)[:, None], _PITCH_WIN, out=padded[:, :PITCH_FRAME])
+    frames = padded[:, :PITCH_FRAME]
+    np.subtract(fr, _mean(fr, axis=1)[:, None], out=frames)
+    frames *= _PITCH_WIN
     spec = np.fft.rfft(padded, axis=1)
     # The power spectrum, computed in place as complex numbers: irfft of a complex array is several
     # times faster than of a real one here, with the same values (numpy converts a real input to
     # complex anyway); the in-place squares avoid large temporaries.
-    parts = spec.view(np.float64)
-    np.multiply(parts, parts, out=parts)
-    spec.real = parts[:, ::2] + parts[:, 1::2]
+    spec.real = _power(spec)
     spec.imag = 0.0
     acf = np.fft.irfft(spec, n=PITCH_NFFT, axis=1)[:, : _LAG_MAX + 2]
     acf = acf / np.maximum(acf[:, :1], 1e-20) / _WIN_ACF
@@ -401,11 +401,17 @@ class _Rows:
                      np.concatenate([self.lld, new.lld]))
 
 
+def _power(spec: np.ndarray) -> np.ndarray:
+    """``|spec|**2`` as ``re**2 + im**2``, squaring in place (``spec`` is overwritten)."""
+    parts = spec.view(np.float64)
+    np.multiply(parts, parts, out=parts)
+    return parts[:, ::2] + parts[:, 1::2]
+
+
 def _rows(x: np.ndarray) -> _Rows:
     """Descriptors of the frames that start at ``x[j * HOP]`` (``x`` float64 and finite)."""
     fr = _frames(x, N_FFT)
-    spec = np.fft.rfft(fr * _WINDOW, axis=1)
-    power = spec.real**2 + spec.imag**2
+    power = _power(np.fft.rfft(fr * _WINDOW, axis=1))
     logmel = log_mel(power)
     lld = np.empty((len(power), _N_LLD))
     lld[:, _L_MFCC] = mfcc_from_log_mel(logmel)
