@@ -251,7 +251,10 @@ def test_evaluation_report_on_synthetic_corpora(syn_report):
             assert np.sum(u["confusion"]) == n_clips
             assert u["ua"] >= 0.8, (corpus, key, u["ua"])  # the synthetic classes are easy
             assert p["results"][key]["window"]["n"] == p["counts"]["voiced_windows"]
-        assert p["seed_baseline"]["utterance"]["n"] == n_clips
+        sb = p["seed_baseline"]
+        assert sb["utterance"]["n"] == n_clips
+        assert len(sb["utterance_ua_by_random_state"]) == len(evaluate.SEED_RANDOM_STATES)
+        assert sb["utterance_ua_by_random_state"][0] == sb["utterance"]["ua"]
     assert rep["timing"]["total_s"] > 0
 
 
@@ -327,6 +330,7 @@ def test_export_refuses_report_without_the_recipe(syn_report, syn_root, tmp_path
     (["evaluate", "--speakers", "0"], "positive integer"),
     (["evaluate", "--data", "/nonexistent/data"], "is not a directory"),
     (["export", "--recipe", "logreg,svc"], "one --recipe"),
+    (["all", "--recipe", "mlp,svc"], "does not evaluate"),
 ])
 def test_cli_bad_arguments_one_line_error(argv, fragment, capsys):
     code = train_main(argv)

@@ -50,10 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="default", help="model file name stem (default: default)")
     p.add_argument("--recipe", type=_names, default=None,
                    help=f"comma-separated recipes to evaluate (default {','.join(recipes.DEFAULT_RECIPES)}); "
-                        f"export uses one (default {DEFAULT_EXPORT_RECIPE}); known: {', '.join(recipes.RECIPES)}")
+                        f"export uses the one given, else {DEFAULT_EXPORT_RECIPE}; known: {', '.join(recipes.RECIPES)}")
     p.add_argument("--norm", type=_names, default=None,
                    help=f"normalisation modes to evaluate (default all: {','.join(recipes.NORM_MODES)}); "
-                        f"export uses one (default {DEFAULT_EXPORT_NORM})")
+                        f"export uses the one given, else {DEFAULT_EXPORT_NORM}")
     p.add_argument("--corpora", type=_names, default=CORPORA, help=f"default {','.join(CORPORA)}")
     p.add_argument("--speakers", type=_positive_int, help="quick run: at most this many speakers per corpus")
     p.add_argument("--folds", type=_positive_int, help="quick run: evaluate only the first this many folds")
@@ -79,6 +79,11 @@ def _run(args: argparse.Namespace) -> int:
         recipes.check_norm_mode(m)
     if args.command == "export" and ((args.recipe and len(args.recipe) > 1) or (args.norm and len(args.norm) > 1)):
         raise ConfigError("export takes one --recipe and one --norm")
+    export_recipe = args.recipe[0] if args.recipe and len(args.recipe) == 1 else DEFAULT_EXPORT_RECIPE
+    export_mode = args.norm[0] if args.norm and len(args.norm) == 1 else DEFAULT_EXPORT_NORM
+    if args.command == "all" and (export_recipe not in eval_recipes or export_mode not in eval_modes):
+        raise ConfigError(f"all exports {export_recipe}/{export_mode}, which this run does not evaluate; include "
+                          f"them in --recipe/--norm (or run evaluate, then export --recipe NAME --norm MODE)")
     root = resolve_data_root(args.data)
     t_start = time.perf_counter()
     report = None
@@ -99,10 +104,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command in ("export", "all"):
         from .export import export
 
-        recipe = args.recipe[0] if args.recipe and len(args.recipe) == 1 else DEFAULT_EXPORT_RECIPE
-        mode = args.norm[0] if args.norm and len(args.norm) == 1 else DEFAULT_EXPORT_NORM
-        if args.command == "all" and args.recipe and len(args.recipe) > 1:
-            raise ConfigError("all exports one recipe: give one --recipe (or run evaluate, then export --recipe NAME)")
+        recipe, mode = export_recipe, export_mode
         if report is None:
             report = read_report(args.report)
         speakers = None
@@ -127,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    from .dataset import limit_blas_threads
+
+    limit_blas_threads()  # the export's fits run in this process; --jobs sets the parallelism
     try:
         return _run(args)
     except SerError as e:

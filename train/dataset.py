@@ -203,10 +203,18 @@ def _load_npz(path: Path) -> dict[str, np.ndarray] | None:
         return None
 
 
+def limit_blas_threads() -> None:
+    """One BLAS thread in this process: the matrices here are small, and on a shared 2-core machine
+    multi-threaded BLAS makes feature extraction and model fitting several times slower."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+
+
 def _run(task, args: list, jobs: int) -> list:
     if jobs <= 1 or len(args) <= 1:
         return [task(a) for a in args]
-    with ProcessPoolExecutor(max_workers=jobs) as ex:
+    with ProcessPoolExecutor(max_workers=jobs, initializer=limit_blas_threads) as ex:
         return list(ex.map(task, args, chunksize=CHUNKSIZE))
 
 

@@ -99,10 +99,18 @@ def render_markdown(rep: dict) -> str:
                          f"{_pct(u['macro_f1'])} | {u['kappa']:.3f} | {u['mcc']:.3f} | {_fold_spread(r['utterance_fold_ua'])} | "
                          f"{_pct(w['ua'])} | {_pct(w['accuracy'])} | {r['fallback_clips']} | {'; '.join(params)} |")
         if "seed_baseline" in p:
-            u = p["seed_baseline"]["utterance"]
-            lines.append(f"| seed MLP (180 clip means) | none | **{_pct(u['ua'])}** | {_pct(u['accuracy'])} | "
+            sb = p["seed_baseline"]
+            u = sb["utterance"]
+            lines.append(f"| seed MLP (180 clip means), random_state {sb['random_states'][0]} | none | **{_pct(u['ua'])}** | {_pct(u['accuracy'])} | "
                          f"{_pct(u['macro_f1'])} | {u['kappa']:.3f} | {u['mcc']:.3f} | "
                          f"{_fold_spread(p['seed_baseline']['utterance_fold_ua'])} | - | - | - | seed |")
+        if "seed_baseline" in p:
+            sb = p["seed_baseline"]
+            lines += ["", f"Seed utterance UA over MLP random states {sb['random_states']}: "
+                          f"{', '.join(_pct(v) for v in sb['utterance_ua_by_random_state'])} "
+                          f"(mean {_pct(sb['utterance_ua_mean'])} ± {_pct(sb['utterance_ua_std'])})."
+                          + (f" Not converged in 500 iterations in folds {sb['folds_not_converged']}."
+                             if sb["folds_not_converged"] else "")]
         lines += ["", "Per-class recall, utterance level (%):", "",
                   "| model | " + " | ".join(p["labels"]) + " |", "|---" * (len(p["labels"]) + 1) + "|"]
         entries = [(k, r["utterance"]) for k, r in p["results"].items()]
