@@ -154,3 +154,20 @@ def test_library_callback_gets_the_same_events_and_stop_ends_the_stream(tiny_mod
     tracker.replay(clip_path, block_frames=400, callback=stop_at_first_change)
     assert stopped[-1]["type"] == "end" and stopped[-1]["reason"] == "stopped"
     assert len(of_type(stopped, "prediction")) < len(of_type(iterated, "prediction"))
+
+
+def test_realtime_pace_gives_the_events_of_fast_pace(tiny_model, tmp_path):
+    path = write_audio(tmp_path / "short.wav", speech_clip(1.0, 1.0, lead_s=0.2, tail_s=0.3))
+    tracker = Tracker(model=tiny_model, status_every_s=0)
+    fast = list(tracker.replay(path, pace="fast"))
+    live = list(tracker.replay(path, pace="realtime"))
+    assert all(p["latency_ms"] is None for p in of_type(fast, "prediction"))
+    assert all(p["latency_ms"] is not None and p["latency_ms"] >= 0 for p in of_type(live, "prediction"))
+    assert live[0]["live"] and not fast[0]["live"]
+    fast_by_t = {p["t_end"]: p for p in comparable(of_type(fast, "prediction"))}
+    live_preds = comparable(of_type(live, "prediction"))
+    if live[-1]["skipped_windows"] == 0:  # a machine busy enough to skip would legitimately differ
+        assert [p["t_end"] for p in live_preds] == list(fast_by_t)
+        assert live_preds == list(fast_by_t.values())
+    else:
+        assert all(p["skipped_windows"] >= 0 and p["t_end"] in fast_by_t for p in live_preds)
