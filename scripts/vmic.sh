@@ -15,6 +15,7 @@ set -euo pipefail
 
 SINK=vmic
 RATE=16000
+RESAMPLE=soxr-vhq  # PortAudio opens "pulse" at 44.1 kHz: resample transparently (the default, speex-float-1, tilts the spectrum)
 STARTUP_TIMEOUT_S=10
 POLL_S=0.2
 LOG=${VMIC_LOG:-/tmp/realtime-ser-vmic.log}
@@ -51,7 +52,7 @@ start() {
         pactl load-module module-null-sink "sink_name=$SINK" "rate=$RATE" channels=1 format=s16le norewinds=1 >/dev/null
     else
         pulseaudio --kill >/dev/null 2>&1 || true  # a half-dead daemon holding the runtime dir
-        pulseaudio -n --daemonize=yes --exit-idle-time=-1 --disallow-exit \
+        pulseaudio -n --daemonize=yes --exit-idle-time=-1 --disallow-exit --resample-method="$RESAMPLE" \
             --log-target="file:$LOG" \
             --load=module-native-protocol-unix \
             --load="module-null-sink sink_name=$SINK rate=$RATE channels=1 format=s16le norewinds=1" \
