@@ -336,8 +336,8 @@ class Dashboard:
         legend = Text()
         for label in self.labels:
             legend.append(self._letters[label], style=f"bold {style_for(label)}")
-            legend.append(f" {label}  ", style="dim")
-        legend.append(f"{SILENCE_CELL} {SILENCE}", style="dim")
+            legend.append(f":{label} ", style="dim")
+        legend.append(f"{SILENCE_CELL}:{SILENCE}", style="dim")
         title = f"last {TIMELINE_LENGTH} windows (oldest left)"
         return Panel(Group(cells, legend), title=title, border_style="bright_black")
 
