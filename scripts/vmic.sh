@@ -10,7 +10,9 @@
 # PortAudio's "pulse" (or "default") input device. `-n` (no default.pa) and `norewinds=1` matter:
 # without them the first ~90 ms of each playback came back corrupted and the first callback took 2 s.
 # Works as root in user mode (pulseaudio warns but runs). Honours PULSE_RUNTIME_PATH, so a caller can
-# run a private server; the log goes to $VMIC_LOG (default: /tmp/realtime-ser-vmic.log).
+# run a private server; the log goes to $VMIC_LOG (default: /tmp/realtime-ser-vmic.log). The server runs
+# until stopped, or exits after $VMIC_EXIT_IDLE_S seconds without clients if that is set (>= 0): the
+# test fixture's private servers use it, so that a killed test run leaves no daemon behind.
 set -euo pipefail
 
 SINK=vmic
@@ -19,6 +21,7 @@ RESAMPLE=soxr-vhq  # PortAudio opens "pulse" at 44.1 kHz: resample transparently
 STARTUP_TIMEOUT_S=10
 POLL_S=0.2
 LOG=${VMIC_LOG:-/tmp/realtime-ser-vmic.log}
+EXIT_IDLE_S=${VMIC_EXIT_IDLE_S:--1}
 
 answers() { pactl info >/dev/null 2>&1; }
 has_sink() { pactl list short sinks 2>/dev/null | awk '{print $2}' | grep -qx "$SINK"; }
@@ -52,7 +55,7 @@ start() {
         pactl load-module module-null-sink "sink_name=$SINK" "rate=$RATE" channels=1 format=s16le norewinds=1 >/dev/null
     else
         pulseaudio --kill >/dev/null 2>&1 || true  # a half-dead daemon holding the runtime dir
-        pulseaudio -n --daemonize=yes --exit-idle-time=-1 --disallow-exit --resample-method="$RESAMPLE" \
+        pulseaudio -n --daemonize=yes --exit-idle-time="$EXIT_IDLE_S" --disallow-exit --resample-method="$RESAMPLE" \
             --log-target="file:$LOG" \
             --load=module-native-protocol-unix \
             --load="module-null-sink sink_name=$SINK rate=$RATE channels=1 format=s16le norewinds=1" \

@@ -27,6 +27,7 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 VMIC_SCRIPT = REPO_ROOT / "scripts" / "vmic.sh"
 VMIC_SINK = "vmic"
 VMIC_START_TIMEOUT_S = 30
+VMIC_PRIVATE_EXIT_IDLE_S = 120  # a private server exits this long after its last client (no leaks)
 PACTL_TIMEOUT_S = 5
 
 
@@ -65,6 +66,9 @@ class VirtualMic:
         subprocess.run(["paplay", f"--device={self.sink}", str(path)], check=True, timeout=timeout_s)
 
 
+_private_env: dict[str, str] = {}  # the environment the private server was started with, to restart it
+
+
 @pytest.fixture(scope="session")
 def _virtual_mic_session() -> Iterator[VirtualMic | str]:
     """Start a private virtual microphone if none is reachable; yields it, or why there is none."""
@@ -80,7 +84,9 @@ def _virtual_mic_session() -> Iterator[VirtualMic | str]:
     saved = {name: os.environ.get(name) for name in ("PULSE_RUNTIME_PATH", "PULSE_SERVER")}
     os.environ["PULSE_RUNTIME_PATH"] = runtime  # this process and every child reach the private server
     os.environ.pop("PULSE_SERVER", None)
-    env = dict(os.environ, VMIC_LOG=str(Path(runtime) / "pulseaudio.log"))
+    env = dict(os.environ, VMIC_LOG=str(Path(runtime) / "pulseaudio.log"),
+               VMIC_EXIT_IDLE_S=str(VMIC_PRIVATE_EXIT_IDLE_S))
+    _private_env.update(env)
     try:
         result = subprocess.run(["bash", str(VMIC_SCRIPT), "start"], capture_output=True, text=True,
                                 env=env, timeout=VMIC_START_TIMEOUT_S)
@@ -106,7 +112,7 @@ def virtual_mic(_virtual_mic_session: VirtualMic | str) -> VirtualMic:
         skip_or_fail(_virtual_mic_session)
     if not _vmic_ready():
         result = subprocess.run(["bash", str(VMIC_SCRIPT), "start"], capture_output=True, text=True,
-                                timeout=VMIC_START_TIMEOUT_S)
+                                env=_private_env or None, timeout=VMIC_START_TIMEOUT_S)
         if result.returncode != 0:
             skip_or_fail(f"the PulseAudio virtual microphone went away and did not restart: {result.stderr}")
     return _virtual_mic_session
