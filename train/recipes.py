@@ -78,7 +78,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("mlp", "StandardScaler + MLP (one hidden layer, early stopping)", _mlp,
            ({"alpha": 1e-2}, {"alpha": 1.0})),
 )}
-DEFAULT_RECIPES = ("logreg", "svc")
+DEFAULT_RECIPES = ("logreg", "logreg_bal", "svc")
 
 
 def get_recipe(name: str) -> Recipe:
