@@ -3,6 +3,8 @@
 #
 #   bash scripts/test.sh [pytest arguments...]
 #
+# 0. on Debian/Ubuntu as root, installs the system audio packages that are missing (PortAudio, libsndfile,
+#    PulseAudio for the virtual microphone); elsewhere it says what the live tests need,
 # 1. installs the package with its dev extras (pip install -e ".[dev]"; quick when already satisfied),
 # 2. starts a private PulseAudio virtual microphone (scripts/vmic.sh, on its own runtime directory, so it
 #    neither disturbs nor depends on any other PulseAudio server on the machine),
@@ -19,6 +21,23 @@ PYTHON=${PYTHON:-python}
 TEST_STALL_S=${TEST_STALL_S:-300}
 TEST_TIMEOUT_S=${TEST_TIMEOUT_S:-1500}
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PIP_PROGRESS_BAR=off
+
+DEB_PACKAGES=(libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins)
+missing=()
+if command -v dpkg-query >/dev/null; then
+    for p in "${DEB_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+    done
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        echo "test.sh: apt-get install ${missing[*]}" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "test.sh: missing Debian packages ${missing[*]}: live tests will skip (install them with apt-get)" >&2
+    fi
+fi
 
 echo "test.sh: pip install -e .[dev]" >&2
 "$PYTHON" -m pip install -q -e ".[dev]"
