@@ -129,9 +129,11 @@ def ravdess_clips(actor: int, codes: tuple[str, ...]) -> tuple[str, ...]:
 
 
 ANGRY_THEN_HAPPY = ("05-02-01", "05-02-02", "03-02-01", "03-02-02")  # strong intensity, both statements
+ANGRY_THEN_SAD = ("05-02-01", "05-02-02", "04-02-01", "04-02-02")
 # Candidate files, tried in order: the test uses the first one the model classifies steadily (same
 # smoothed emotions at every window-grid phase). Each: four clips of one actor, trimmed, short gaps.
-CANDIDATE_CLIP_SETS = tuple(ravdess_clips(actor, ANGRY_THEN_HAPPY) for actor in (2, 5, 6, 12, 3))
+CANDIDATE_CLIP_SETS = tuple(ravdess_clips(actor, codes) for codes in (ANGRY_THEN_HAPPY, ANGRY_THEN_SAD)
+                            for actor in range(1, 25))
 TRIM_THRESHOLD = 10 ** (-40 / 20)  # trim each clip's leading and trailing room noise below -40 dBFS
 GAP_S = 0.3
 LEAD_S = 1.0
@@ -290,7 +292,9 @@ def test_listen_live_matches_replay(virtual_mic, shared_data_dir: Path, tmp_path
         directory.mkdir()
         wav = directory / "speech.wav"
         audio, speech_s = build_speech_file(shared_data_dir, clips, wav, window_s, hop_s)
-        assert speech_s > MIN_SPEECH_S, f"{clips}: only {speech_s:.1f} s of speech"
+        if speech_s <= MIN_SPEECH_S:
+            unsteady.append(f"{clips[0].split('/')[-2]}: only {speech_s:.1f} s of speech")
+            continue
         phase_runs, difference = phase_replays(audio, directory, hop_s, common)
         if difference is None:
             break
