@@ -30,7 +30,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:  # for annotations only
+    import numpy as np
 
 # numpy is imported inside the functions that use it: the CLI reads the defaults below to
 # build its help, and `realtime-ser --help` must not pay for numpy.

@@ -168,3 +168,34 @@ def comparable(events: list[dict]) -> list[dict]:
     """Events without the fields that legitimately vary between runs (queue depth, timing)."""
     volatile = {"queue_depth", "queue_capacity", "latency_ms", "callback_max_ms"}
     return [{k: v for k, v in e.items() if k not in volatile} for e in events]
+
+
+# ---------------------------------------------------------------- the CLI as a subprocess
+
+
+def cli_command() -> list[str]:
+    """How to run the installed ``realtime-ser`` (or ``python -m realtime_ser`` without the script)."""
+    import shutil
+    import sys
+
+    script = Path(sys.executable).parent / "realtime-ser"
+    found = str(script) if script.exists() else shutil.which("realtime-ser")
+    return [found] if found is not None else [sys.executable, "-m", "realtime_ser"]
+
+
+def parse_lines(text: str, what: str = "") -> list[dict]:
+    """Every stdout line as a JSON object; an AssertionError naming the first line that is not one."""
+    prefix = f"{what} " if what else ""
+    events = []
+    for number, line in enumerate(text.splitlines(), 1):
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise AssertionError(f"{prefix}stdout line {number} is not JSON ({e}): {line[:200]!r}") from None
+        assert isinstance(event, dict), f"{prefix}stdout line {number} is not a JSON object: {line[:200]!r}"
+        events.append(event)
+    return events
+
+
+def of_type(events: list[dict], kind: str) -> list[dict]:
+    return [e for e in events if e.get("type") == kind]

@@ -4,7 +4,6 @@ imports, `predict` with good and bad files, and every stdout line validated agai
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

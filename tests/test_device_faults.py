@@ -21,12 +21,10 @@ The measured figures go to the run's "live measurements" summary (tests/conftest
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -36,7 +34,7 @@ from typing import Iterator
 
 import numpy as np
 import pytest
-from helpers import HIGH_F0, LOW_F0, MID_F0, SlowModel, voice, write_audio
+from helpers import HIGH_F0, LOW_F0, MID_F0, SlowModel, cli_command, of_type, parse_lines, voice, write_audio
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VMIC_SCRIPT = REPO_ROOT / "scripts" / "vmic.sh"
@@ -59,28 +57,6 @@ PACTL_TIMEOUT_S = 5.0
 PRIVATE_SERVER_EXIT_IDLE_S = 120  # a leaked private server exits this long after its last client
 SPEECH_FILE_S = 30.0  # longer than any fault test runs: the speech is still playing at the fault
 STATUS_EVERY_S = 1.0
-
-
-def cli_command() -> list[str]:
-    script = Path(sys.executable).parent / "realtime-ser"
-    found = str(script) if script.exists() else shutil.which("realtime-ser")
-    return [found] if found is not None else [sys.executable, "-m", "realtime_ser"]
-
-
-def parse_lines(text: str) -> list[dict]:
-    events = []
-    for number, line in enumerate(text.splitlines(), 1):
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise AssertionError(f"stdout line {number} is not JSON ({e}): {line[:200]!r}") from None
-        assert isinstance(event, dict), f"stdout line {number} is not a JSON object: {line[:200]!r}"
-        events.append(event)
-    return events
-
-
-def of_type(events: list[dict], kind: str) -> list[dict]:
-    return [e for e in events if e.get("type") == kind]
 
 
 def assert_one_error_line(stderr: str) -> str:

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+
+from helpers import cli_command, of_type, parse_lines
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -171,30 +171,6 @@ def build_speech_file(shared_data: Path, clips: tuple[str, ...], out: Path, wind
     audio = np.concatenate(pieces)
     sf.write(out, audio, SAMPLE_RATE, subtype="PCM_16")
     return audio, speech / SAMPLE_RATE
-
-
-def cli_command() -> list[str]:
-    script = Path(sys.executable).parent / "realtime-ser"
-    found = str(script) if script.exists() else shutil.which("realtime-ser")
-    if found is None:
-        return [sys.executable, "-m", "realtime_ser"]
-    return [found]
-
-
-def parse_lines(text: str, what: str) -> list[dict]:
-    events = []
-    for number, line in enumerate(text.splitlines(), 1):
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise AssertionError(f"{what} stdout line {number} is not JSON ({e}): {line[:200]!r}") from None
-        assert isinstance(event, dict), f"{what} stdout line {number} is not a JSON object: {line[:200]!r}"
-        events.append(event)
-    return events
-
-
-def of_type(events: list[dict], kind: str) -> list[dict]:
-    return [e for e in events if e.get("type") == kind]
 
 
 def replay(wav: Path, options: list[str]) -> list[dict]:

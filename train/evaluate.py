@@ -47,7 +47,7 @@ from realtime_ser.normalize import NormalizerParams, OnlineNormalizer, speaker_s
 from .data import CORPORA, corpus_labels, limit_speakers, load_folds, load_manifest
 from .dataset import DEFAULT_CACHE_DIR, Framing, WindowTable, limit_blas_threads, load_seed_features, load_windows
 from .metrics import classification_figures, unweighted_accuracy
-from .recipes import RANDOM_STATE, check_norm_mode, get_recipe
+from .recipes import check_norm_mode, get_recipe
 
 log = logging.getLogger(__name__)
 

@@ -67,7 +67,7 @@ def _fold_spread(d: dict) -> str:
 
 def render_markdown(rep: dict) -> str:
     s = rep["settings"]
-    lines = [f"# Speaker-independent evaluation", "",
+    lines = ["# Speaker-independent evaluation", "",
              f"Created {rep['created']} from commit `{rep.get('git_commit')}`; feature spec `{rep['spec_hash']}` "
              f"({rep['n_features']} features), windows {rep['framing']['window_s']} s / hop {rep['framing']['hop_s']} s, "
              f"VAD {rep['vad']}.", "",
