@@ -167,14 +167,17 @@ class Pipeline:
 
     # ------------------------------------------------------------ worker thread
 
-    def _emit(self, event) -> None:
-        item = event.to_json() if hasattr(event, "to_json") else event
+    def _put(self, item) -> None:
+        """Blocking put into the event queue that gives up once the consumer has abandoned it."""
         while not self._abandoned:
             try:
                 self._events.put(item, timeout=POLL_S)
                 return
             except queue.Full:
                 continue
+
+    def _emit(self, event) -> None:
+        self._put(event.to_json() if hasattr(event, "to_json") else event)
 
     def _work(self) -> None:
         proc = self.processor
@@ -199,13 +202,7 @@ class Pipeline:
             self._put_done(error)
 
     def _put_done(self, error: BaseException | None) -> None:
-        done = _Done(error)
-        while not self._abandoned:
-            try:
-                self._events.put(done, timeout=POLL_S)
-                return
-            except queue.Full:
-                continue
+        self._put(_Done(error))
 
     def _loop(self) -> str:
         """Returns the end reason; raises the source's or the model's error."""

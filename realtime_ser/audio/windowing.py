@@ -31,12 +31,6 @@ class Window:
     samples: np.ndarray
     final: bool = False
 
-    def t_start(self, sample_rate: int) -> float:
-        return self.start / sample_rate
-
-    def t_end(self, sample_rate: int) -> float:
-        return self.end / sample_rate
-
 
 class Windower:
     """Turns blocks of samples into windows of ``window`` samples every ``hop`` samples."""
