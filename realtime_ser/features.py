@@ -3,7 +3,11 @@
 Input: one analysis window of 16 kHz mono float32 audio (normally 2.0 s).
 Output: a fixed-length float32 vector (``FEATURE_NAMES`` names every element).
 
-Pure numpy: no librosa at run time (no numba JIT start-up), no threads, no state.
+Two implementations of the same definitions: the numpy code in this module (the reference,
+and the fallback) and its compiled loops in ``_kernel.c`` (about five times faster; used
+by training and the runtime alike whenever it is built; ``IMPLEMENTATION`` says which
+runs). ``tests/test_kernel.py`` bounds their differences. No librosa at run time (no numba
+JIT start-up), no threads, no state.
 The MFCC stage reproduces ``librosa.feature.mfcc`` (slaney mel filterbank, power
 spectrum, ``10*log10`` with ``amin=1e-10`` and no ``top_db`` clipping, DCT-II ortho);
 ``tests/test_features.py`` holds the parity test against librosa.
@@ -38,9 +42,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
+
+try:  # the compiled loops (realtime_ser/_kernel.c, built by pip install); the numpy code here is the reference
+    from . import _kernel
+except ImportError:  # not built (no C compiler at install time): the numpy reference runs instead
+    _kernel = None
+
+# REALTIME_SER_FEATURES=numpy runs the numpy reference even when the kernel is built (for comparisons).
+if os.environ.get("REALTIME_SER_FEATURES", "").strip().lower() == "numpy":
+    _kernel = None
 
 SAMPLE_RATE = 16_000
 HOP = 160  # 10 ms frame hop for every LLD
@@ -256,6 +270,12 @@ _SHAPE_COLUMNS = ("centroid_khz", "spread_khz", "rolloff85_khz", "flatness_db", 
                   "alpha_ratio_db", "hammarberg_db")
 _SHAPE = {name: i for i, name in enumerate(_SHAPE_COLUMNS)}
 
+# Tables in the kernel's layout: C-contiguous, the mel filters' non-zero bin ranges, the bands as bin ranges.
+_MEL_FB_C = np.ascontiguousarray(_MEL_FB)
+_DCT_C = np.ascontiguousarray(_DCT)
+_KERNEL_BANDS = tuple(v for band in (_BAND_50_1000, _BAND_1_5K, _BAND_0_2K, _BAND_2_5K) for v in (band.start, band.stop))
+IMPLEMENTATION = "kernel" if _kernel is not None else "numpy"
+
 
 # ---------------------------------------------------------------- frame analysis
 
@@ -270,13 +290,14 @@ class FrameAnalysis:
     voicing: np.ndarray  # (T,) normalised autocorrelation peak, about [0, 1]
     f0_hz: np.ndarray  # (T,) F0 estimate (meaningful where voiced)
     logmel: np.ndarray  # (T, N_MELS) dB, absolute (not level-corrected)
-    power: np.ndarray  # (T, 1 + N_FFT // 2) power spectrum
+    power: np.ndarray | None  # (T, 1 + N_FFT // 2) power spectrum (None from the kernel: not needed)
     zcr: np.ndarray  # (T,)
     level_db: float  # mean energy of active frames (dBFS), or the floor when none
     # Derived per-frame descriptors, filled by ``analyze`` / ``FrameCache`` (computed from
     # ``power`` and ``logmel`` by ``functionals`` when left out):
     mfcc: np.ndarray | None = None  # (T, N_MFCC) MFCC of the absolute log-mel
     shape: np.ndarray | None = None  # (T, len(_SHAPE_COLUMNS)) spectral-shape LLDs
+    lld: np.ndarray | None = None  # (T, _N_LLD) every per-frame descriptor (the kernel's input)
 
     @property
     def n_frames(self) -> int:
@@ -381,12 +402,18 @@ _L_SHAPE = slice(N_MFCC, N_MFCC + len(_SHAPE_COLUMNS))
 _L_ENERGY, _L_ZCR, _L_VOICING, _L_F0 = range(_L_SHAPE.stop, _L_SHAPE.stop + 4)
 _N_LLD = _L_F0 + 1
 
+if _kernel is not None:  # hand the constants and tables over to the compiled loops, once
+    _kernel.configure(HOP, _WINDOW, _SPEC_CORE.start, WIN_LENGTH, _PITCH_WIN, PITCH_NFFT, _MEL_FB_C, N_MELS, _DCT_C,
+                      N_MFCC, _FREQS_KHZ, _FREQS_KHZ_SQ, _MEL_SLOPE_W, _KERNEL_BANDS, AMIN, _POWER_EPS,
+                      ENERGY_FLOOR_DBFS, _WIN_ACF, _LAG_MIN, _LAG_MAX, OCTAVE_TOLERANCE, float(SAMPLE_RATE), _N_LLD,
+                      (_L_MFCC.start, _L_SHAPE.start, _L_ENERGY, _L_ZCR, _L_VOICING, _L_F0))
+
 
 @dataclass(frozen=True)
 class _Rows:
     """Descriptors of consecutive frames that each depend on one frame's samples only (rows = frames)."""
 
-    power: np.ndarray  # (T, 1 + N_FFT // 2)
+    power: np.ndarray | None  # (T, 1 + N_FFT // 2), or None (the kernel does not keep it)
     logmel: np.ndarray  # (T, N_MELS)
     lld: np.ndarray  # (T, _N_LLD): MFCC of the absolute log-mel, shape LLDs, energy, zcr, voicing, F0
 
@@ -394,11 +421,13 @@ class _Rows:
         return len(self.lld)
 
     def tail(self, start: int) -> "_Rows":
-        return _Rows(self.power[start:], self.logmel[start:], self.lld[start:])
+        return _Rows(None if self.power is None else self.power[start:], self.logmel[start:], self.lld[start:])
 
     def extend(self, new: "_Rows") -> "_Rows":
-        return _Rows(np.concatenate([self.power, new.power]), np.concatenate([self.logmel, new.logmel]),
-                     np.concatenate([self.lld, new.lld]))
+        power = None
+        if self.power is not None and new.power is not None:
+            power = np.concatenate([self.power, new.power])
+        return _Rows(power, np.concatenate([self.logmel, new.logmel]), np.concatenate([self.lld, new.lld]))
 
 
 def _power(spec: np.ndarray) -> np.ndarray:
@@ -410,6 +439,32 @@ def _power(spec: np.ndarray) -> np.ndarray:
 
 def _rows(x: np.ndarray) -> _Rows:
     """Descriptors of the frames that start at ``x[j * HOP]`` (``x`` float64 and finite)."""
+    return _rows_kernel(x) if _kernel is not None else _rows_numpy(x)
+
+
+def _pitch_input(x: np.ndarray, n_frames: int) -> np.ndarray:
+    """The samples the pitch frames of ``n_frames`` frames read, padded as ``_pitch`` pads them."""
+    need = (n_frames - 1) * HOP + PITCH_FRAME
+    if len(x) < PITCH_FRAME:
+        return np.concatenate([np.zeros(PITCH_FRAME - len(x)), x])
+    if len(x) < need:
+        return np.concatenate([x, np.zeros(need - len(x))])
+    return x
+
+
+def _rows_kernel(x: np.ndarray) -> _Rows:
+    """``_rows_numpy`` by the compiled loops (``_kernel.c``)."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    xs = x if len(x) >= N_FFT else np.concatenate([np.zeros(N_FFT - len(x)), x])
+    n = (len(xs) - N_FFT) // HOP + 1
+    lld = np.empty((n, _N_LLD))
+    logmel = np.empty((n, N_MELS))
+    _kernel.rows(xs, _pitch_input(x, n), n, logmel, lld)
+    return _Rows(power=None, logmel=logmel, lld=lld)
+
+
+def _rows_numpy(x: np.ndarray) -> _Rows:
+    """The reference implementation of ``_rows``."""
     fr = _frames(x, N_FFT)
     power = _power(np.fft.rfft(fr * _WINDOW, axis=1))
     logmel = log_mel(power)
@@ -441,7 +496,7 @@ def _assemble(r: _Rows) -> FrameAnalysis:
     level = float(_mean(energy_db[active])) if active.any() else ENERGY_FLOOR_DBFS
     return FrameAnalysis(energy_db=energy_db, active=active, voiced=voiced, voicing=voicing, f0_hz=lld[:, _L_F0],
                          logmel=r.logmel, power=r.power, zcr=lld[:, _L_ZCR], level_db=level, mfcc=lld[:, _L_MFCC],
-                         shape=lld[:, _L_SHAPE])
+                         shape=lld[:, _L_SHAPE], lld=lld)
 
 
 def analyze(window: np.ndarray) -> FrameAnalysis:
@@ -617,8 +672,25 @@ _C_DELTA = slice(_N_FRAMEWISE, _N_FRAMEWISE + N_MFCC)
 _C_LOGMEL = slice(_C_DELTA.stop, _C_DELTA.stop + N_MELS)
 
 
+_KERNEL_COLUMNS = (_L_MFCC.start, _L_SHAPE.start, _L_ENERGY, _L_ZCR, _L_VOICING, _L_F0)
+
+
 def functionals(a: FrameAnalysis) -> np.ndarray:
     """The fixed-length feature vector (``N_FEATURES`` float32) of an analysed window."""
+    if _kernel is not None and a.lld is not None:
+        return _functionals_kernel(a)
+    return _functionals_numpy(a)
+
+
+def _functionals_kernel(a: FrameAnalysis) -> np.ndarray:
+    out = np.empty(N_FEATURES, dtype=np.float32)
+    _kernel.functionals(a.lld, a.logmel, a.active, a.voiced, _N_LLD, _KERNEL_COLUMNS, float(a.level_db),
+                        _DCT_COLSUM, _DELTA_W, _QUANTILES, HOP, SAMPLE_RATE, F0_REF_HZ, out)
+    return out
+
+
+def _functionals_numpy(a: FrameAnalysis) -> np.ndarray:
+    """The reference implementation of ``functionals``."""
     n_frames = a.n_frames
     idx = np.flatnonzero(a.active)
     if len(idx) < 2:

@@ -22,7 +22,8 @@ TEST_STALL_S=${TEST_STALL_S:-300}
 TEST_TIMEOUT_S=${TEST_TIMEOUT_S:-1500}
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PIP_PROGRESS_BAR=off
 
-DEB_PACKAGES=(libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins)
+# g++ builds the compiled feature kernel (realtime_ser/_kernel.c, _fft.cpp) during pip install
+DEB_PACKAGES=(libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins g++)
 missing=()
 if command -v dpkg-query >/dev/null; then
     for p in "${DEB_PACKAGES[@]}"; do
@@ -36,6 +37,16 @@ if [ ${#missing[@]} -gt 0 ]; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
         echo "test.sh: missing Debian packages ${missing[*]}: live tests will skip (install them with apt-get)" >&2
+    fi
+fi
+
+if ! "$PYTHON" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        echo "test.sh: apt-get install python3-dev (Python.h, for the compiled feature kernel)" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-dev >/dev/null
+    else
+        echo "test.sh: no Python.h for $PYTHON: the feature kernel will not build (its tests fail with CI set)" >&2
     fi
 fi
 
