@@ -291,3 +291,46 @@ def test_replay_changes_do_not_depend_on_the_window_grid_phase(tiny_model, tmp_p
         first_change = next(e["t_end"] for e in events if e["type"] == "change")
         assert first_change == pytest.approx(declared_at), f"pad {pad}"
         assert first_change > first_speech, f"pad {pad}: the first speech window decided"
+
+
+CORPUS_PADS_S = (0.0, 0.1, 0.2, 0.3, 0.4)
+
+
+@pytest.mark.corpus
+@pytest.mark.slow
+def test_ravdess_changes_depend_less_on_the_window_grid_phase(shared_data_dir, tmp_path, missing, live_measurements):
+    """The 48 candidate files of the live test (tests/test_live.py), each at 5 grid phases: how many give
+    the same smoothed emotion changes (labels, and times within one hop) at every phase, with the
+    defaults and with the old rule (first speech window at once, every window counting fully)?
+
+    The model runs once per file and phase; both smoothings then see exactly the same windows."""
+    from test_live import CANDIDATE_CLIP_SETS, build_speech_file
+
+    from realtime_ser.api import load_model, stream_config
+    from realtime_ser.stream import StreamProcessor
+
+    model = load_model(None)
+    config = stream_config(model)
+    if not all((shared_data_dir / clip).exists() for clips in CANDIDATE_CLIP_SETS for clip in clips):
+        missing("the RAVDESS candidate clips of tests/test_live.py are not all in the corpus")
+    smoothings = {"defaults": SmoothingParams(), "old rule": SmoothingParams(**AT_ONCE, full_voiced_s=1e-3)}
+    robust = {name: 0 for name in smoothings}
+    for n, clips in enumerate(CANDIDATE_CLIP_SETS):
+        audio, _ = build_speech_file(shared_data_dir, clips, tmp_path / f"candidate{n}.wav",
+                                     config.window_s, config.hop_s)
+        runs = {name: [] for name in smoothings}
+        for pad in CORPUS_PADS_S:
+            x = np.concatenate([np.zeros(round(pad * REPLAY_SR), np.float32), audio])
+            proc = StreamProcessor(model, REPLAY_SR, config)
+            windows = [(p.window.end / REPLAY_SR, *proc.classify(p.window))
+                       for p in proc.ingest(0, x[:, None]) + proc.finish()]
+            for name, params in smoothings.items():
+                sm = Smoother(model.labels, params)
+                runs[name].append([(t - pad, s.emotion) for t, decision, raw in windows
+                                   for s in [sm.update(t, decision.speech, raw, voiced_s=decision.voiced_s)]
+                                   if s.changed])
+        for name in smoothings:
+            robust[name] += phase_robust(runs[name], config.hop_s)
+    live_measurements["RAVDESS files (of 48) with phase-robust changes, defaults / old rule"] = (
+        f"{robust['defaults']} / {robust['old rule']}")
+    assert robust["defaults"] > robust["old rule"], robust
