@@ -42,8 +42,8 @@ for _name in NATIVE_THREAD_VARS:
 from . import __version__  # noqa: E402 (after the thread settings on purpose)
 from .errors import ConfigError, SerError  # noqa: E402
 from .sinks.jsonl import OutputClosed, silence_stdout  # noqa: E402
-from .smoothing import (DEFAULT_ENTER, DEFAULT_EXIT, DEFAULT_MIN_DWELL_S,  # noqa: E402
-                        DEFAULT_SILENCE_HOLD_S, DEFAULT_TAU_S)
+from .smoothing import (DEFAULT_ENTER, DEFAULT_EXIT, DEFAULT_FULL_VOICED_S, DEFAULT_MIN_DWELL_S,  # noqa: E402
+                        DEFAULT_ONSET_S, DEFAULT_SILENCE_HOLD_S, DEFAULT_TAU_S)
 
 log = logging.getLogger("realtime_ser")
 
@@ -118,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--silence-hold", type=float, default=DEFAULT_SILENCE_HOLD_S, metavar="S",
                    help=f"no speech for this long after the last speech window -> state 'silence' "
                         f"(default {DEFAULT_SILENCE_HOLD_S:g})")
+    g.add_argument("--onset", type=float, default=DEFAULT_ONSET_S, metavar="S",
+                   help=f"after silence, seconds of speech evidence (speech weight x time) before the first "
+                        f"emotion; until then the state stays 'silence' (default {DEFAULT_ONSET_S:g}, 0: at once)")
+    g.add_argument("--full-voiced", type=float, default=DEFAULT_FULL_VOICED_S, metavar="S",
+                   help=f"a window with this many seconds of voiced frames counts fully in the average; "
+                        f"fewer count proportionally less (default {DEFAULT_FULL_VOICED_S:g})")
     listen.add_argument("--status-every", type=float, default=DEFAULT_STATUS_EVERY_S, metavar="S",
                         help=f"a status event every S seconds of audio, 0 for none (default {DEFAULT_STATUS_EVERY_S:g})")
     listen.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of audio")
@@ -154,7 +160,8 @@ def _stream_config(args: argparse.Namespace, model):
 
     try:
         smoothing = SmoothingParams(tau_s=args.smooth_tau, enter=args.enter, exit=args.exit,
-                                    min_dwell_s=args.min_dwell, silence_hold_s=args.silence_hold) \
+                                    min_dwell_s=args.min_dwell, silence_hold_s=args.silence_hold,
+                                    onset_s=args.onset, full_voiced_s=args.full_voiced) \
             if hasattr(args, "smooth_tau") else None
     except ValueError as e:
         raise ConfigError(str(e)) from None

@@ -171,7 +171,7 @@ class StreamProcessor:
         """The events of one window: a prediction, and a change when the smoothed emotion changed."""
         w = pending.window
         decision, raw = self.classify(w)
-        state = self.smoother.update(w.end / SAMPLE_RATE, decision.speech, raw)
+        state = self.smoother.update(w.end / SAMPLE_RATE, decision.speech, raw, voiced_s=decision.voiced_s)
         self.windows += 1
         self.speech_windows += int(decision.speech)
         valence, arousal = valence_arousal(self.labels, state.probabilities)
