@@ -2,10 +2,10 @@
 // (the C++ header numpy and scipy use, vendored in _vendor/pocketfft, BSD licence).
 //
 // ser_rfft transforms one real frame in place into FFTPACK's half-complex order:
-// r0, r1, i1, r2, i2, ..., r(n/2) for an even length n; ser_rfft2 two frames at once, in the
-// two lanes of pocketfft's SIMD vector type (as numpy's batched rfft does), with the same
-// arithmetic per frame. No threads, no plan cache: the kernel makes one plan per length at
-// configuration and keeps it.
+// r0, r1, i1, r2, i2, ..., r(n/2) for an even length n. ser_rfft_lanes transforms
+// ser_fft_lanes() interleaved frames at once, one per lane of pocketfft's SIMD vector type
+// (as numpy's batched rfft does), with the same arithmetic per frame. No threads, no plan
+// cache: the kernel makes one plan per length at configuration and keeps it.
 #define POCKETFFT_NO_MULTITHREADING
 #define POCKETFFT_CACHE_SIZE 0
 #include <exception>
@@ -13,6 +13,8 @@
 #include "_vendor/pocketfft/pocketfft_hdronly.h"
 
 using plan_t = pocketfft::detail::pocketfft_r<double>;
+using vec_t = pocketfft::detail::vtype_t<double>;
+constexpr size_t LANES = pocketfft::detail::VLEN<double>::val;
 
 extern "C" {
 
@@ -27,6 +29,8 @@ void *ser_fft_plan(size_t n)
 
 void ser_fft_free(void *plan) { delete static_cast<plan_t *>(plan); }
 
+size_t ser_fft_lanes(void) { return LANES; }
+
 int ser_rfft(void *plan, double *data)
 {
     try {
@@ -37,28 +41,16 @@ int ser_rfft(void *plan, double *data)
     }
 }
 
-
-// Two frames of the same length at once (SIMD lanes where the compiler has them); vbuf: scratch of
-// 2 n doubles, 16-byte aligned.
-int ser_rfft2(void *plan, double *a, double *b, double *vbuf)
+// ser_fft_lanes() frames at once, interleaved in place: data[i * lanes + f] is sample i of frame f
+// (aligned to lanes * 8 bytes). With one lane, one plain frame.
+int ser_rfft_lanes(void *plan, double *data)
 {
-    using vt = pocketfft::detail::vtype_t<double>;
-    constexpr size_t lanes = pocketfft::detail::VLEN<double>::val;
-    plan_t *p = static_cast<plan_t *>(plan);
-    size_t n = p->length();
-    if (lanes < 2) return ser_rfft(plan, a) | ser_rfft(plan, b);
     try {
-        if (lanes == 2) {
-            vt *v = reinterpret_cast<vt *>(vbuf);
-            for (size_t i = 0; i < n; i++) v[i] = vt{a[i], b[i]};
-            p->exec(v, 1.0, true);
-            for (size_t i = 0; i < n; i++) {
-                a[i] = v[i][0];
-                b[i] = v[i][1];
-            }
-            return 0;
-        }
-        return ser_rfft(plan, a) | ser_rfft(plan, b);
+        if (LANES < 2)
+            static_cast<plan_t *>(plan)->exec(data, 1.0, true);
+        else
+            static_cast<plan_t *>(plan)->exec(reinterpret_cast<vec_t *>(data), 1.0, true);
+        return 0;
     } catch (const std::exception &) {
         return -1;
     }

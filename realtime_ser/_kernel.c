@@ -54,6 +54,8 @@ static double pairwise_sum(const double *a, Py_ssize_t n, Py_ssize_t stride)
 
 /* Natural log of a positive, normal, finite x: fdlibm's e_log.c algorithm (error < 1 ulp) without its
  * branches, inlined (libm's log is a call per spectral bin, 257 per frame). */
+#define DB_PER_NEPER 4.3429448190325182 /* 10 / ln(10): 10 log10(x) = DB_PER_NEPER ln(x) */
+
 static inline double log_pos(double x)
 {
     const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
@@ -110,13 +112,31 @@ static int take(PyObject *obj, Buf *b, int writable, Py_ssize_t itemsize, Py_ssi
 #define D(b) ((double *)(b).view.buf)
 #define NITEMS(b, size) ((b).view.len / (Py_ssize_t)(size))
 
+/* Frames are analysed NL at a time, interleaved: element i of frame f of a group sits at [i * NL + f].
+ * NL is the FFT's SIMD width (pocketfft's VLEN<double>, mirrored here), so the transforms run NL frames
+ * at once, and every loop below runs over the NL lanes innermost: the same arithmetic, in the same order,
+ * per frame as a frame-by-frame loop (the values do not depend on NL), in vector registers. */
+#if defined(__INTEL_COMPILER) || !(defined(__GNUC__) || defined(__clang__))
+#define NL 1
+#elif defined(__AVX512F__)
+#define NL 8
+#elif defined(__AVX__)
+#define NL 4
+#elif defined(__SSE2__) || defined(__VSX__) || defined(__ARM_NEON__) || defined(__ARM_NEON)
+#define NL 2
+#else
+#define NL 1
+#endif
+
 /* ------------------------------------------------------------------ configuration */
 
 /* Real FFT in place, half-complex output (_fft.cpp). */
 void *ser_fft_plan(size_t n);
 void ser_fft_free(void *plan);
 int ser_rfft(void *plan, double *data);
-int ser_rfft2(void *plan, double *a, double *b, double *vbuf);
+size_t ser_fft_lanes(void);
+int ser_rfft_lanes(void *plan, double *data);
+
 
 #define N_SHAPE 8 /* centroid, spread, rolloff85, flatness, entropy, slope, alpha, hammarberg */
 
@@ -188,7 +208,7 @@ static PyObject *k_configure(PyObject *self, PyObject *args)
     if (!ok) return NULL;
     Py_ssize_t cols[6] = {c.c_mfcc, c.c_shape, c.c_energy, c.c_zcr, c.c_voicing, c.c_f0};
     int bad = c.hop < 1 || c.nfft_s % 2 || c.nfft_p % 2 || c.nb != c.nfft_s / 2 + 1 || c.frame_p > c.nfft_p ||
-              c.core_start < 0 || c.core_len < 2 || c.core_start + c.core_len > c.nfft_s || c.n_mels < 2 ||
+              c.core_start < 0 || c.core_len < 2 || c.core_start + c.core_len > c.nfft_s || c.n_mels < 2 || c.n_mels > c.nb ||
               c.n_mfcc < 1 || c.lag_min < 1 || c.lag_max <= c.lag_min || c.lag_max + 2 > c.nfft_p / 2 + 1 ||
               c.c_mfcc + c.n_mfcc > c.n_lld || c.c_shape + N_SHAPE > c.n_lld;
     for (int i = 0; i < 6; i++) bad |= cols[i] < 0 || cols[i] >= c.n_lld;
@@ -237,6 +257,11 @@ static PyObject *k_configure(PyObject *self, PyObject *args)
         c.dct1_cos[j] = 2.0 * cos((double)j * M_PI / (double)half);
         c.dct1_sin[j] = 2.0 * sin((double)j * M_PI / (double)half);
     }
+    if (ser_fft_lanes() != NL) { /* _kernel.c and _fft.cpp compiled for different vector widths */
+        PyErr_Format(PyExc_RuntimeError, "kernel.configure: the FFT has %zu lanes, the kernel %d",
+                     ser_fft_lanes(), NL);
+        goto fail;
+    }
     c.plan_s = ser_fft_plan((size_t)c.nfft_s);
     c.plan_p = ser_fft_plan((size_t)c.nfft_p);
     c.plan_h = ser_fft_plan((size_t)half);
@@ -269,150 +294,245 @@ fail:
 
 /* ------------------------------------------------------------------ frame analysis */
 
-/* Power spectrum (n/2 + 1 bins) of a half-complex FFT output of even length n. */
+#define LANES(f) for (int f = 0; f < NL; f++)
+
+/* numpy's pairwise_sum, for NL interleaved sequences of n elements at once: out[f] = sum of a[i * NL + f]. */
+static void pairwise_sum_lanes(const double *a, Py_ssize_t n, double *out)
+{
+    if (n < 8) {
+        double res[NL];
+        LANES(f) res[f] = 0.0;
+        for (Py_ssize_t i = 0; i < n; i++) LANES(f) res[f] += a[i * NL + f];
+        LANES(f) out[f] = res[f];
+        return;
+    }
+    if (n <= PW_BLOCKSIZE) {
+        double r[8][NL];
+        Py_ssize_t i;
+        for (int j = 0; j < 8; j++) LANES(f) r[j][f] = a[j * NL + f];
+        for (i = 8; i < n - (n % 8); i += 8)
+            for (int j = 0; j < 8; j++) LANES(f) r[j][f] += a[(i + j) * NL + f];
+        LANES(f) out[f] = ((r[0][f] + r[1][f]) + (r[2][f] + r[3][f])) + ((r[4][f] + r[5][f]) + (r[6][f] + r[7][f]));
+        for (; i < n; i++) LANES(f) out[f] += a[i * NL + f];
+        return;
+    }
+    Py_ssize_t n2 = n / 2;
+    n2 -= n2 % 8;
+    double lo[NL], hi[NL];
+    pairwise_sum_lanes(a, n2, lo);
+    pairwise_sum_lanes(a + n2 * NL, n - n2, hi);
+    LANES(f) out[f] = lo[f] + hi[f];
+}
+
+/* Power spectra (n/2 + 1 bins) of NL interleaved half-complex FFT outputs of even length n. */
 static void halfcomplex_power(const double *h, Py_ssize_t n, double *power)
 {
-    power[0] = h[0] * h[0] + 0.0;
-    for (Py_ssize_t k = 1; k < n / 2; k++) power[k] = h[2 * k - 1] * h[2 * k - 1] + h[2 * k] * h[2 * k];
-    power[n / 2] = h[n - 1] * h[n - 1] + 0.0;
+    LANES(f) power[f] = h[f] * h[f] + 0.0;
+    for (Py_ssize_t k = 1; k < n / 2; k++) {
+        const double *re = h + (2 * k - 1) * NL, *im = h + 2 * k * NL;
+        LANES(f) power[k * NL + f] = re[f] * re[f] + im[f] * im[f];
+    }
+    LANES(f) power[n / 2 * NL + f] = h[(n - 1) * NL + f] * h[(n - 1) * NL + f] + 0.0;
 }
 
 /* DCT-I of x[0 .. M] in place, M = nfft_p / 2: y[k] = x[0] + (-1)^k x[M] + 2 sum_{0<j<M} x[j] cos(pi j k / M),
  * i.e. the real DFT of the even extension of x (length 2M), from one real FFT of M points (FFTPACK's
- * cost routine): dct1_pre, the FFT of x[0 .. M-1] in place, dct1_post. */
-static double dct1_pre(double *x)
+ * cost routine): dct1_pre, the FFT of x[0 .. M-1] in place, dct1_post. NL interleaved sequences. */
+static void dct1_pre(double *x, double *c1)
 {
     const Py_ssize_t M = cfg.nfft_p / 2;
-    double c1 = x[0] - x[M];
-    x[0] = x[0] + x[M];
+    LANES(f) {
+        c1[f] = x[f] - x[M * NL + f];
+        x[f] = x[f] + x[M * NL + f];
+    }
     for (Py_ssize_t j = 1; j < M / 2; j++) {
-        Py_ssize_t jc = M - j;
-        double t1 = x[j] + x[jc], t2 = x[j] - x[jc];
-        c1 += cfg.dct1_cos[j] * t2;
-        t2 = cfg.dct1_sin[j] * t2;
-        x[j] = t1 - t2;
-        x[jc] = t1 + t2;
+        double *a = x + j * NL, *b = x + (M - j) * NL;
+        const double wc = cfg.dct1_cos[j], ws = cfg.dct1_sin[j];
+        LANES(f) {
+            double t1 = a[f] + b[f], t2 = a[f] - b[f];
+            c1[f] += wc * t2;
+            t2 = ws * t2;
+            a[f] = t1 - t2;
+            b[f] = t1 + t2;
+        }
     }
-    x[M / 2] = x[M / 2] + x[M / 2];
-    return c1;
+    LANES(f) x[M / 2 * NL + f] = x[M / 2 * NL + f] + x[M / 2 * NL + f];
 }
 
-static void dct1_post(double *x, double c1)
+static void dct1_post(double *x, const double *c1)
 {
     const Py_ssize_t M = cfg.nfft_p / 2;
-    double xim2 = x[1];
-    x[1] = c1;
-    for (Py_ssize_t i = 3; i < M; i += 2) {
-        double xi = x[i];
-        x[i] = x[i - 2] - x[i - 1];
-        x[i - 1] = xim2;
-        xim2 = xi;
+    double xim2[NL];
+    LANES(f) {
+        xim2[f] = x[NL + f];
+        x[NL + f] = c1[f];
     }
-    x[M] = xim2;
+    for (Py_ssize_t i = 3; i < M; i += 2)
+        LANES(f) {
+            double xi = x[i * NL + f];
+            x[i * NL + f] = x[(i - 2) * NL + f] - x[(i - 1) * NL + f];
+            x[(i - 1) * NL + f] = xim2[f];
+            xim2[f] = xi;
+        }
+    LANES(f) x[M * NL + f] = xim2[f];
 }
 
-/* Real FFT in place of one frame (b == NULL) or two. */
-static int fft_frames(void *plan, double *a, double *b, double *vbuf)
+/* Energy and zero-crossing rate of one spectral frame's core (samples x[core_start ...]). */
+static void energy_zcr(const double *x, double *sq, double *row)
 {
-    return b == NULL ? ser_rfft(plan, a) : ser_rfft2(plan, a, b, vbuf);
-}
-
-/* Energy and zero-crossing rate of the spectral frame's core (samples f[core_start ...]). */
-static void energy_zcr(const double *f, double *sq, double *row)
-{
-    const double *core = f + cfg.core_start;
+    const double *core = x + cfg.core_start;
     Py_ssize_t n = cfg.core_len, changes = 0;
     for (Py_ssize_t i = 0; i < n; i++) sq[i] = core[i] * core[i];
     double ms = pairwise_sum(sq, n, 1) / (double)n;
     double e = ms > 0 ? 10.0 * log10(ms > 1e-30 ? ms : 1e-30) : cfg.energy_floor;
     row[cfg.c_energy] = e > cfg.energy_floor ? e : cfg.energy_floor;
-    for (Py_ssize_t i = 1; i < n; i++) changes += (signbit(core[i]) != 0) != (signbit(core[i - 1]) != 0);
+    for (Py_ssize_t i = 1; i < n; i++) { /* sign bits, as integers: the loop vectorises */
+        uint64_t a, b;
+        memcpy(&a, core + i, sizeof a);
+        memcpy(&b, core + i - 1, sizeof b);
+        changes += (Py_ssize_t)((a ^ b) >> 63);
+    }
     row[cfg.c_zcr] = (double)changes / (double)(n - 1);
 }
 
-/* Log-mel, MFCC and spectral shape of one frame's power spectrum. */
-static void spectral(const double *power, double *p, double *lnp, double *lm, double *row)
+/* Scratch of one group of frames (interleaved, NL lanes). */
+typedef struct {
+    double *power, *p, *lnp, *lm, *mel, *mfcc, *seg;
+} GroupScratch;
+
+/* Log-mel, MFCC and spectral shape of NL interleaved power spectra; rows[f] receives frame f's values
+ * (NULL: an idle lane). */
+static void spectral(GroupScratch *g, double *logmel[NL], double *rows[NL])
 {
     const Py_ssize_t nb = cfg.nb, n_mels = cfg.n_mels, n_mfcc = cfg.n_mfcc;
+    const double *power = g->power;
+    double *p = g->p, *lnp = g->lnp, *lm = g->lm, *mel = g->mel, *mfcc = g->mfcc;
     for (Py_ssize_t m = 0; m < n_mels; m++) {
         const double *w = cfg.melfb + m * nb;
-        double acc = 0.0;
-        for (int64_t k = cfg.mel_lo[m]; k < cfg.mel_hi[m]; k++) acc += power[k] * w[k];
-        lm[m] = 10.0 * log10(acc > cfg.amin ? acc : cfg.amin);
+        double acc[NL];
+        LANES(f) acc[f] = 0.0;
+        for (int64_t k = cfg.mel_lo[m]; k < cfg.mel_hi[m]; k++) LANES(f) acc[f] += power[k * NL + f] * w[k];
+        LANES(f) mel[m * NL + f] = acc[f] > cfg.amin ? acc[f] : cfg.amin;
     }
-    double *mfcc = row + cfg.c_mfcc;
-    for (Py_ssize_t c = 0; c < n_mfcc; c++) mfcc[c] = 0.0;
-    for (Py_ssize_t m = 0; m < n_mels; m++) /* each coefficient summed over bands in order, all at once */
-        for (Py_ssize_t c = 0; c < n_mfcc; c++) mfcc[c] += lm[m] * cfg.dct[m * n_mfcc + c];
+    for (Py_ssize_t i = 0; i < n_mels * NL; i++) lm[i] = DB_PER_NEPER * log_pos(mel[i]);
+    for (Py_ssize_t i = 0; i < n_mels * NL; i++)
+        if (!(mel[i] <= DBL_MAX)) lm[i] = 10.0 * log10(mel[i]); /* a mel energy that overflowed */
+    for (Py_ssize_t c = 0; c < n_mfcc; c++) { /* each coefficient summed over bands in order */
+        double acc[NL];
+        LANES(f) acc[f] = 0.0;
+        for (Py_ssize_t m = 0; m < n_mels; m++) {
+            const double d = cfg.dct[m * n_mfcc + c];
+            LANES(f) acc[f] += lm[m * NL + f] * d;
+        }
+        LANES(f) mfcc[c * NL + f] = acc[f];
+    }
     /* shape; the normalised spectrum p / total is never stored: sums of p are scaled instead */
-    for (Py_ssize_t k = 0; k < nb; k++) p[k] = power[k] + cfg.eps;
-    double total = pairwise_sum(p, nb, 1), inv_total = 1.0 / total;
-    double s1 = 0.0, s2 = 0.0, cross = 0.0, cum = 0.0;
-    for (Py_ssize_t k = 0; k < nb; k++) lnp[k] = log_pos(p[k]); /* a loop of its own: it vectorises */
-    for (Py_ssize_t k = 0; k < nb; k++)
-        if (!(p[k] >= DBL_MIN && p[k] <= DBL_MAX)) lnp[k] = log(p[k]); /* inf or nan from huge samples */
-    for (Py_ssize_t k = 0; k < nb; k++) {
-        s1 += p[k] * cfg.freqs[k];
-        s2 += p[k] * cfg.freqs_sq[k];
-        cross += p[k] * lnp[k];
+    for (Py_ssize_t i = 0; i < nb * NL; i++) p[i] = power[i] + cfg.eps;
+    double lo = p[0], hi = p[0];
+    for (Py_ssize_t i = 0; i < nb * NL; i++) {
+        lnp[i] = log_pos(p[i]);
+        lo = p[i] < lo ? p[i] : lo;
+        hi = p[i] > hi ? p[i] : hi;
     }
-    double centroid = s1 * inv_total, var = s2 * inv_total - centroid * centroid;
-    Py_ssize_t roll = 0;
+    if (!(lo >= DBL_MIN && hi <= DBL_MAX)) /* inf (or nan) from huge samples: libm's log for those */
+        for (Py_ssize_t i = 0; i < nb * NL; i++)
+            if (!(p[i] >= DBL_MIN && p[i] <= DBL_MAX)) lnp[i] = log(p[i]);
+    double total[NL], inv_total[NL], s1[NL], s2[NL], cross[NL], cum[NL], ln_sum[NL], lm_mean[NL], slope[NL];
+    double lo_band[NL], hi_band[NL], peak_lo[NL], peak_hi[NL];
+    Py_ssize_t roll[NL];
+    pairwise_sum_lanes(p, nb, total);
+    LANES(f) {
+        inv_total[f] = 1.0 / total[f];
+        s1[f] = s2[f] = cross[f] = cum[f] = slope[f] = 0.0;
+        roll[f] = -1;
+    }
     for (Py_ssize_t k = 0; k < nb; k++) {
-        cum += p[k] * inv_total;
-        if (cum >= 0.85) {
-            roll = k;
-            break;
+        const double fk = cfg.freqs[k], fk2 = cfg.freqs_sq[k];
+        LANES(f) {
+            const double v = p[k * NL + f];
+            s1[f] += v * fk;
+            s2[f] += v * fk2;
+            cross[f] += v * lnp[k * NL + f];
+            cum[f] += v * inv_total[f];
+            roll[f] = (roll[f] < 0 && cum[f] >= 0.85) ? k : roll[f];
         }
     }
-    double flatness = 10.0 * (pairwise_sum(lnp, nb, 1) / (double)nb / log(10.0) - log10(total / (double)nb));
-    double entropy = (log(total) - cross * inv_total) / log((double)nb);
-    double lm_mean = pairwise_sum(lm, n_mels, 1) / (double)n_mels, slope = 0.0;
-    for (Py_ssize_t m = 0; m < n_mels; m++) slope += (lm[m] - lm_mean) * cfg.slope_w[m];
+    pairwise_sum_lanes(lnp, nb, ln_sum);
+    pairwise_sum_lanes(lm, n_mels, lm_mean);
+    LANES(f) lm_mean[f] = lm_mean[f] / (double)n_mels;
+    for (Py_ssize_t m = 0; m < n_mels; m++) {
+        const double w = cfg.slope_w[m];
+        LANES(f) slope[f] += (lm[m * NL + f] - lm_mean[f]) * w;
+    }
     const Py_ssize_t *bd = cfg.bands;
-    double lo_band = pairwise_sum(p + bd[0], bd[1] - bd[0], 1), hi_band = pairwise_sum(p + bd[2], bd[3] - bd[2], 1);
-    double peak_lo = p[bd[4]], peak_hi = p[bd[6]];
-    for (Py_ssize_t k = bd[4]; k < bd[5]; k++) peak_lo = p[k] > peak_lo ? p[k] : peak_lo;
-    for (Py_ssize_t k = bd[6]; k < bd[7]; k++) peak_hi = p[k] > peak_hi ? p[k] : peak_hi;
-    double *sh = row + cfg.c_shape;
-    sh[0] = centroid;
-    sh[1] = sqrt(var > 0.0 ? var : 0.0);
-    sh[2] = cfg.freqs[roll];
-    sh[3] = flatness;
-    sh[4] = entropy;
-    sh[5] = slope;
-    sh[6] = 10.0 * log10(lo_band / hi_band);
-    sh[7] = 10.0 * log10(peak_lo / peak_hi);
+    pairwise_sum_lanes(p + bd[0] * NL, bd[1] - bd[0], lo_band);
+    pairwise_sum_lanes(p + bd[2] * NL, bd[3] - bd[2], hi_band);
+    LANES(f) {
+        peak_lo[f] = p[bd[4] * NL + f];
+        peak_hi[f] = p[bd[6] * NL + f];
+    }
+    for (Py_ssize_t k = bd[4]; k < bd[5]; k++) LANES(f) peak_lo[f] = p[k * NL + f] > peak_lo[f] ? p[k * NL + f] : peak_lo[f];
+    for (Py_ssize_t k = bd[6]; k < bd[7]; k++) LANES(f) peak_hi[f] = p[k * NL + f] > peak_hi[f] ? p[k * NL + f] : peak_hi[f];
+    const double ln10 = log(10.0), ln_nb = log((double)nb);
+    LANES(f) {
+        if (rows[f] == NULL) continue;
+        double *row = rows[f], *sh = row + cfg.c_shape;
+        for (Py_ssize_t m = 0; m < n_mels; m++) logmel[f][m] = lm[m * NL + f];
+        for (Py_ssize_t c = 0; c < n_mfcc; c++) row[cfg.c_mfcc + c] = mfcc[c * NL + f];
+        double centroid = s1[f] * inv_total[f], var = s2[f] * inv_total[f] - centroid * centroid;
+        sh[0] = centroid;
+        sh[1] = sqrt(var > 0.0 ? var : 0.0);
+        sh[2] = cfg.freqs[roll[f] < 0 ? 0 : roll[f]];
+        sh[3] = 10.0 * (ln_sum[f] / (double)nb / ln10 - log10(total[f] / (double)nb));
+        sh[4] = (log(total[f]) - cross[f] * inv_total[f]) / ln_nb;
+        sh[5] = slope[f];
+        sh[6] = 10.0 * log10(lo_band[f] / hi_band[f]);
+        sh[7] = 10.0 * log10(peak_lo[f] / peak_hi[f]);
+    }
 }
 
-/* Voicing strength and F0 from a window-corrected normalised autocorrelation acf[0 .. lag_max + 1]
- * (features._pitch's peak picking). seg is scratch of lag_max - lag_min + 3 doubles. */
-static void pick_pitch(const double *acf, double *seg, double *row)
+/* Voicing strength and F0 of NL frames from their autocorrelations times nfft_p (interleaved, lags
+ * 0 .. lag_max + 1), window-corrected and normalised: features._pitch's peak picking. */
+static void pick_pitch(const double *acf, GroupScratch *g, double *rows[NL])
 {
     const Py_ssize_t L = cfg.lag_max - cfg.lag_min + 3;
-    double scale = 1.0 / (acf[0] > 1e-20 ? acf[0] : 1e-20);
-    for (Py_ssize_t i = 0; i < L; i++) {
-        Py_ssize_t lag = cfg.lag_min - 1 + i;
-        seg[i] = acf[lag] * scale * cfg.inv_win_acf[lag];
+    double *seg = g->seg, scale[NL], best[NL], bar[NL];
+    Py_ssize_t idx[NL];
+    LANES(f) {
+        double a0 = acf[f] / (double)cfg.nfft_p;
+        scale[f] = 1.0 / ((double)cfg.nfft_p * (a0 > 1e-20 ? a0 : 1e-20));
+        best[f] = -INFINITY;
+        idx[f] = -1;
     }
-    double best = -INFINITY;
+    for (Py_ssize_t i = 0; i < L; i++) {
+        const Py_ssize_t lag = cfg.lag_min - 1 + i;
+        const double w = cfg.inv_win_acf[lag];
+        LANES(f) seg[i * NL + f] = acf[lag * NL + f] * scale[f] * w;
+    }
     for (Py_ssize_t i = 1; i < L - 1; i++)
-        if (seg[i] > seg[i - 1] && seg[i] >= seg[i + 1] && seg[i] > best) best = seg[i];
-    double bar = cfg.octave_tol * best;
-    Py_ssize_t idx = 0;
-    int has_peak = 0;
-    for (Py_ssize_t i = 1; i < L - 1; i++)
-        if (seg[i] > seg[i - 1] && seg[i] >= seg[i + 1] && seg[i] >= bar) {
-            idx = i - 1;
-            has_peak = 1;
-            break;
+        LANES(f) {
+            const double v = seg[i * NL + f];
+            const int peak = v > seg[(i - 1) * NL + f] && v >= seg[(i + 1) * NL + f];
+            best[f] = (peak && v > best[f]) ? v : best[f];
         }
-    double a = seg[idx], b = seg[idx + 1], c = seg[idx + 2];
-    double denom = a - 2.0 * b + c;
-    double shift = fabs(denom) > 1e-12 ? 0.5 * (a - c) / denom : 0.0;
-    shift = shift < -0.5 ? -0.5 : (shift > 0.5 ? 0.5 : shift);
-    row[cfg.c_voicing] = has_peak ? (b < 0.0 ? 0.0 : (b > 1.0 ? 1.0 : b)) : 0.0;
-    row[cfg.c_f0] = cfg.sr / ((double)(cfg.lag_min + idx) + shift);
+    LANES(f) bar[f] = cfg.octave_tol * best[f];
+    for (Py_ssize_t i = 1; i < L - 1; i++)
+        LANES(f) {
+            const double v = seg[i * NL + f];
+            const int ok = v > seg[(i - 1) * NL + f] && v >= seg[(i + 1) * NL + f] && v >= bar[f];
+            idx[f] = (idx[f] < 0 && ok) ? i - 1 : idx[f];
+        }
+    LANES(f) {
+        if (rows[f] == NULL) continue;
+        const int has_peak = idx[f] >= 0;
+        const Py_ssize_t i = has_peak ? idx[f] : 0;
+        double a = seg[i * NL + f], b = seg[(i + 1) * NL + f], c = seg[(i + 2) * NL + f];
+        double denom = a - 2.0 * b + c;
+        double shift = fabs(denom) > 1e-12 ? 0.5 * (a - c) / denom : 0.0;
+        shift = shift < -0.5 ? -0.5 : (shift > 0.5 ? 0.5 : shift);
+        rows[f][cfg.c_voicing] = has_peak ? (b < 0.0 ? 0.0 : (b > 1.0 ? 1.0 : b)) : 0.0;
+        rows[f][cfg.c_f0] = cfg.sr / ((double)(cfg.lag_min + i) + shift);
+    }
 }
 
 /* rows(xs, xp, n_frames, logmel_out, lld_out): the per-frame descriptors of features._rows_numpy for the
@@ -439,60 +559,61 @@ static PyObject *k_rows(PyObject *self, PyObject *args)
         take(o[2], &b[2], 1, 8, T * cfg.n_mels, "logmel_out") < 0 || take(o[3], &b[3], 1, 8, T * cfg.n_lld, "lld") < 0)
         goto done;
     const Py_ssize_t ns = cfg.nfft_s, np_ = cfg.nfft_p, fp = cfg.frame_p, nb = cfg.nb, nq = np_ / 2 + 1;
-    /* per frame of a pair: spectral frame, pitch frame, pitch power spectrum; shared: the rest */
-    const Py_ssize_t per_frame = ns + np_ + nq, vlen = 2 * np_ + 2;
-    const size_t n_work = (size_t)(2 * per_frame + vlen + 3 * nb + cfg.core_len + (cfg.lag_max - cfg.lag_min + 3));
+    const Py_ssize_t L = cfg.lag_max - cfg.lag_min + 3;
+    /* interleaved group buffers: spectral frames, pitch frames, pitch power spectra (the DCT-I's M + 1 = nq
+     * values), then the spectral power and shape scratch, and one frame's energy squares */
+    const Py_ssize_t n_vec = NL * (ns + np_ + nq) + 8;
+    const size_t n_work = (size_t)(n_vec + NL * (3 * nb + 2 * cfg.n_mels + cfg.n_mfcc + L) + cfg.core_len);
     work = PyMem_Malloc(sizeof(double) * n_work);
     if (work == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-    double *sbuf[2], *pbuf[2], *ppow[2];
-    for (int f = 0; f < 2; f++) {
-        sbuf[f] = work + f * per_frame;
-        pbuf[f] = sbuf[f] + ns;
-        ppow[f] = pbuf[f] + np_;
-    }
-    double *vbuf = work + 2 * per_frame;
-    vbuf += ((uintptr_t)vbuf % 16) / sizeof(double); /* 16-byte aligned for the SIMD lanes */
-    double *power = work + 2 * per_frame + vlen, *p = power + nb, *lnp = p + nb, *sq = lnp + nb,
-           *seg = sq + cfg.core_len;
+    double *svec = work + (64 - (uintptr_t)work % 64) % 64 / sizeof(double); /* aligned for the SIMD lanes */
+    double *pvec = svec + NL * ns, *hvec = pvec + NL * np_;
+    GroupScratch g;
+    g.power = work + n_vec;
+    g.p = g.power + NL * nb;
+    g.lnp = g.p + NL * nb;
+    g.lm = g.lnp + NL * nb;
+    g.mel = g.lm + NL * cfg.n_mels;
+    g.mfcc = g.mel + NL * cfg.n_mels;
+    g.seg = g.mfcc + NL * cfg.n_mfcc;
+    double *sq = g.seg + NL * L;
     const double *xs = D(b[0]), *xp = D(b[1]);
     double *logmel = D(b[2]), *lld = D(b[3]);
-    const double inv_n = 1.0 / (double)np_;
     int failed = 0;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t j0 = 0; j0 < T && !failed; j0 += 2) {
-        const int count = T - j0 >= 2 ? 2 : 1; /* frames analysed together: the FFTs run two at a time */
-        double c1[2];
-        for (int f = 0; f < count; f++) {
-            const double *x = xs + (j0 + f) * cfg.hop, *g = xp + (j0 + f) * cfg.hop;
-            for (Py_ssize_t i = 0; i < ns; i++) sbuf[f][i] = x[i] * cfg.spec_win[i];
-            double mean = pairwise_sum(g, fp, 1) / (double)fp;
+    for (Py_ssize_t j0 = 0; j0 < T && !failed; j0 += NL) {
+        const Py_ssize_t count = T - j0 < NL ? T - j0 : NL;
+        double *rows[NL], *lmo[NL], c1[NL];
+        LANES(f) {
+            rows[f] = f < count ? lld + (j0 + f) * cfg.n_lld : NULL;
+            lmo[f] = f < count ? logmel + (j0 + f) * cfg.n_mels : NULL;
+        }
+        if (count < NL) /* the last, partial group: the idle lanes transform zeros */
+            memset(svec, 0, sizeof(double) * (size_t)(NL * (ns + np_ + nq)));
+        for (Py_ssize_t f = 0; f < count; f++) {
+            const double *x = xs + (j0 + f) * cfg.hop, *gp = xp + (j0 + f) * cfg.hop;
+            for (Py_ssize_t i = 0; i < ns; i++) svec[i * NL + f] = x[i] * cfg.spec_win[i];
+            double mean = pairwise_sum(gp, fp, 1) / (double)fp;
             for (Py_ssize_t i = 0; i < fp; i++) {
-                pbuf[f][i] = g[i] - mean;
-                pbuf[f][i] *= cfg.pitch_win[i];
+                double v = gp[i] - mean;
+                pvec[i * NL + f] = v * cfg.pitch_win[i];
             }
-            memset(pbuf[f] + fp, 0, sizeof(double) * (size_t)(np_ - fp));
+            for (Py_ssize_t i = fp; i < np_; i++) pvec[i * NL + f] = 0.0;
+            energy_zcr(x, sq, rows[f]);
         }
-        failed |= fft_frames(cfg.plan_s, sbuf[0], count == 2 ? sbuf[1] : NULL, vbuf);
-        failed |= fft_frames(cfg.plan_p, pbuf[0], count == 2 ? pbuf[1] : NULL, vbuf);
+        failed |= ser_rfft_lanes(cfg.plan_s, svec);
+        failed |= ser_rfft_lanes(cfg.plan_p, pvec);
         /* pitch: power spectrum -> DCT-I (its even extension's DFT) = autocorrelation times nfft_p */
-        for (int f = 0; f < count; f++) {
-            halfcomplex_power(pbuf[f], np_, ppow[f]);
-            c1[f] = dct1_pre(ppow[f]);
-        }
-        failed |= fft_frames(cfg.plan_h, ppow[0], count == 2 ? ppow[1] : NULL, vbuf);
-        for (int f = 0; f < count; f++) {
-            Py_ssize_t j = j0 + f;
-            double *row = lld + j * cfg.n_lld;
-            dct1_post(ppow[f], c1[f]);
-            for (Py_ssize_t k = 0; k < cfg.lag_max + 2; k++) pbuf[f][k] = ppow[f][k] * inv_n;
-            pick_pitch(pbuf[f], seg, row);
-            halfcomplex_power(sbuf[f], ns, power);
-            spectral(power, p, lnp, logmel + j * cfg.n_mels, row);
-            energy_zcr(xs + j * cfg.hop, sq, row);
-        }
+        halfcomplex_power(pvec, np_, hvec);
+        dct1_pre(hvec, c1);
+        failed |= ser_rfft_lanes(cfg.plan_h, hvec);
+        dct1_post(hvec, c1);
+        pick_pitch(hvec, &g, rows);
+        halfcomplex_power(svec, ns, g.power);
+        spectral(&g, lmo, rows);
     }
     Py_END_ALLOW_THREADS
     if (failed) {
@@ -589,24 +710,6 @@ static void quantiles3(double *a, Py_ssize_t n, const double *q, double *out)
     }
 }
 
-/* mean, std, 3 quantiles, mean |change| of col[0..n-1] (col is reordered; n >= 1). Column sums run
- * in row order, as numpy's axis-0 reductions do. */
-static void column_stats(double *col, Py_ssize_t n, const double *q, int order_stats, double *out)
-{
-    double s = 0.0;
-    for (Py_ssize_t i = 0; i < n; i++) s += col[i];
-    double mean = s / (double)n, ss = 0.0, dabs = 0.0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        double d = col[i] - mean;
-        ss += d * d;
-    }
-    for (Py_ssize_t i = 1; i < n; i++) dabs += fabs(col[i] - col[i - 1]);
-    out[0] = mean;
-    out[1] = sqrt(ss / (double)n);
-    out[5] = n > 1 ? dabs / (double)(n - 1) : 0.0;
-    if (order_stats) quantiles3(col, n, q, out + 2);
-}
-
 /* mean and std of a 1-D array, numpy-style (pairwise sums); tmp holds n doubles. */
 static void mean_std_1d(const double *x, Py_ssize_t n, double *tmp, double *mean, double *std)
 {
@@ -626,6 +729,10 @@ static int emit(float *out, Py_ssize_t *pos, Py_ssize_t cap, double v)
     out[(*pos)++] = isfinite(f) ? f : 0.0f;
     return 0;
 }
+
+/* functionals' matrix scratch: grown as needed, kept (functionals runs with the GIL held, so one at a time) */
+static double *matrix = NULL;
+static size_t matrix_cap = 0;
 
 #define N_FRAMEWISE_SPECTRAL 11 /* energy_rel, 5 shape, flux, 3 shape, zcr: features.SPECTRAL_LLDS */
 
@@ -678,7 +785,7 @@ static PyObject *k_functionals(PyObject *self, PyObject *args)
 
     /* scratch: one column, flux, deltas of one coefficient, 1-D temporaries (one also holds a frame's bands) */
     const Py_ssize_t len = T > n_mels ? T : n_mels;
-    work = PyMem_Malloc(sizeof(double) * (size_t)(6 * len));
+    work = PyMem_Malloc(sizeof(double) * (size_t)(5 * len));
     if (work == NULL) {
         PyErr_NoMemory();
         goto done;
@@ -688,8 +795,7 @@ static PyObject *k_functionals(PyObject *self, PyObject *args)
         PyErr_NoMemory();
         goto done;
     }
-    double *col = work, *flux = work + len, *delta = work + 2 * len, *tmp = work + 3 * len, *tmp2 = work + 4 * len,
-           *tmp3 = work + 5 * len;
+    double *col = work, *flux = work + len, *tmp = work + 2 * len, *tmp2 = work + 3 * len, *tmp3 = work + 4 * len;
     Py_ssize_t n = 0, n_active = 0, n_voiced = 0;
     for (Py_ssize_t t = 0; t < T; t++) {
         if (active[t]) idx[n++] = t;
@@ -705,61 +811,93 @@ static PyObject *k_functionals(PyObject *self, PyObject *args)
         for (Py_ssize_t m = 0; m < n_mels; m++) tmp[m] = fabs(logmel[t * n_mels + m] - logmel[(t - 1) * n_mels + m]);
         flux[t] = pairwise_sum(tmp, n_mels, 1) / (double)n_mels;
     }
-    double st[6];
-#define GATHER(expr)                                            \
-    for (Py_ssize_t i = 0; i < n; i++) {                        \
-        Py_ssize_t t = idx[i];                                  \
-        col[i] = (expr);                                        \
-    }
 #define EMIT(v)                                                 \
     if (emit(out, &pos, cap, (v)) < 0) goto overflow;
-    /* MFCC of the level-corrected log-mel: mean, std, p10, p50, p90, dabs */
-    for (Py_ssize_t c = 0; c < n_mfcc; c++) {
-        double shift = level * colsum[c];
-        GATHER(lld[t * n_lld + cm + c] - shift);
-        column_stats(col, n, q, 1, st);
-        for (int k = 0; k < 6; k++) EMIT(st[k]);
+    /* The window's matrix of frame-wise values, selected frames only (features._functionals_numpy's m):
+     * MFCC of the level-corrected log-mel, SPECTRAL_LLDS, MFCC deltas, log-mel. Row-major, so that the
+     * column sums run row by row as numpy's axis-0 reductions do, all columns at once. */
+    const Py_ssize_t n_fw = n_mfcc + N_FRAMEWISE_SPECTRAL, W = n_fw + n_mfcc + n_mels;
+    const size_t need = (size_t)(n * W + T * n_mfcc + 5 * W);
+    if (need > matrix_cap) { /* grows, never shrinks: no allocation (and no page faults) per window */
+        double *grown = PyMem_Realloc(matrix, sizeof(double) * need);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            goto done_idx;
+        }
+        matrix = grown;
+        matrix_cap = need;
     }
-    /* MFCC deltas (over every frame, edges repeated): std */
+    double *M = matrix, *delta = M + n * W, *sum = delta + T * n_mfcc, *mean = sum + W, *ss = mean + W,
+           *dabs = ss + W, *shift = dabs + W;
+    for (Py_ssize_t c = 0; c < n_mfcc; c++) shift[c] = level * colsum[c];
+    /* deltas over every frame, edges repeated, terms added in the weights' order */
     Py_ssize_t half = n_dw / 2;
+    memset(delta, 0, sizeof(double) * (size_t)(T * n_mfcc));
+    for (Py_ssize_t t = 0; t < T; t++)
+        for (Py_ssize_t k = 0; k < n_dw; k++) {
+            if (dw[k] == 0.0) continue;
+            Py_ssize_t src = t + k - half;
+            src = src < 0 ? 0 : (src > T - 1 ? T - 1 : src);
+            const double *from = lld + src * n_lld + cm;
+            double *to = delta + t * n_mfcc;
+            for (Py_ssize_t c = 0; c < n_mfcc; c++) to[c] += dw[k] * from[c];
+        }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const Py_ssize_t t = idx[i];
+        const double *L = lld + t * n_lld;
+        double *r = M + i * W;
+        for (Py_ssize_t c = 0; c < n_mfcc; c++) r[c] = L[cm + c] - shift[c];
+        double *sp = r + n_mfcc; /* SPECTRAL_LLDS: energy_rel, 5 shape, flux, 3 shape, zcr */
+        sp[0] = L[ce] - level;
+        for (int k = 0; k < 5; k++) sp[1 + k] = L[cs + k];
+        sp[6] = flux[t];
+        for (int k = 5; k < N_SHAPE; k++) sp[2 + k] = L[cs + k];
+        sp[10] = L[cz];
+        memcpy(r + n_fw, delta + t * n_mfcc, sizeof(double) * (size_t)n_mfcc);
+        memcpy(r + n_fw + n_mfcc, logmel + t * n_mels, sizeof(double) * (size_t)n_mels);
+    }
+    memset(sum, 0, sizeof(double) * (size_t)W);
+    memset(ss, 0, sizeof(double) * (size_t)W);
+    memset(dabs, 0, sizeof(double) * (size_t)W);
+    for (Py_ssize_t i = 0; i < n; i++)
+        for (Py_ssize_t c = 0; c < W; c++) sum[c] += M[i * W + c];
+    for (Py_ssize_t c = 0; c < W; c++) mean[c] = sum[c] / (double)n;
+    for (Py_ssize_t i = 0; i < n; i++)
+        for (Py_ssize_t c = 0; c < W; c++) {
+            double d = M[i * W + c] - mean[c];
+            ss[c] += d * d;
+        }
+    for (Py_ssize_t i = 1; i < n; i++)
+        for (Py_ssize_t c = 0; c < n_fw; c++) dabs[c] += fabs(M[i * W + c] - M[(i - 1) * W + c]);
+    double pct[3];
+#define STD(c) sqrt(ss[c] / (double)n)
+#define DABS(c) (n > 1 ? dabs[c] / (double)(n - 1) : 0.0)
+#define QUANTILES(c)                                            \
+    for (Py_ssize_t i = 0; i < n; i++) col[i] = M[i * W + (c)]; \
+    quantiles3(col, n, q, pct);
+    /* MFCC: mean, std, p10, p50, p90, dabs */
     for (Py_ssize_t c = 0; c < n_mfcc; c++) {
-        for (Py_ssize_t t = 0; t < T; t++) {
-            double acc = 0.0;
-            for (Py_ssize_t k = 0; k < n_dw; k++) {
-                if (dw[k] == 0.0) continue;
-                Py_ssize_t s = t + k - half;
-                s = s < 0 ? 0 : (s > T - 1 ? T - 1 : s);
-                acc += dw[k] * lld[s * n_lld + cm + c];
-            }
-            delta[t] = acc;
-        }
-        GATHER(delta[t]);
-        column_stats(col, n, q, 0, st);
-        EMIT(st[1]);
+        QUANTILES(c);
+        EMIT(mean[c]);
+        EMIT(STD(c));
+        for (int k = 0; k < 3; k++) EMIT(pct[k]);
+        EMIT(DABS(c));
     }
-    /* log-mel bands: mean (level-corrected) and std */
-    for (Py_ssize_t m = 0; m < n_mels; m++) {
-        GATHER(logmel[t * n_mels + m]);
-        column_stats(col, n, q, 0, st);
-        EMIT(st[0] - level);
-        EMIT(st[1]);
+    for (Py_ssize_t c = 0; c < n_mfcc; c++) EMIT(STD(n_fw + c)); /* deltas: std */
+    for (Py_ssize_t m = 0; m < n_mels; m++) { /* log-mel: mean (level-corrected), std */
+        EMIT(mean[n_fw + n_mfcc + m] - level);
+        EMIT(STD(n_fw + n_mfcc + m));
     }
-    /* spectral LLDs in features.SPECTRAL_LLDS order; the relative energy has no mean */
-    for (int s = 0; s < N_FRAMEWISE_SPECTRAL; s++) {
-        if (s == 0) {
-            GATHER(lld[t * n_lld + ce] - level);
-        } else if (s <= 5) {
-            GATHER(lld[t * n_lld + cs + (s - 1)]);
-        } else if (s == 6) {
-            GATHER(flux[t]);
-        } else if (s <= 9) {
-            GATHER(lld[t * n_lld + cs + (s - 2)]);
-        } else {
-            GATHER(lld[t * n_lld + cz]);
-        }
-        column_stats(col, n, q, 1, st);
-        for (int k = s == 0 ? 1 : 0; k < 6; k++) EMIT(st[k]);
+    for (Py_ssize_t c = n_mfcc; c < n_fw; c++) { /* spectral LLDs; the relative energy has no mean */
+        QUANTILES(c);
+        if (c > n_mfcc) EMIT(mean[c]);
+        EMIT(STD(c));
+        for (int k = 0; k < 3; k++) EMIT(pct[k]);
+        EMIT(DABS(c));
     }
+#undef STD
+#undef DABS
+#undef QUANTILES
     /* pitch over voiced frames */
     Py_ssize_t nv = 0;
     for (Py_ssize_t t = 0; t < T; t++)
@@ -841,19 +979,61 @@ done:
     release(b, 8);
     PyMem_Free(work);
     return ret;
-#undef GATHER
 #undef EMIT
 }
 
+/* same(a, b): whether two C-contiguous buffers hold the same bytes (FrameCache's overlap check). */
+static PyObject *k_same(PyObject *self, PyObject *args)
+{
+    PyObject *oa, *ob;
+    if (!PyArg_ParseTuple(args, "OO", &oa, &ob)) return NULL;
+    Buf b[2];
+    memset(b, 0, sizeof b);
+    PyObject *ret = NULL;
+    if (take(oa, &b[0], 0, 1, 0, "a") == 0 && take(ob, &b[1], 0, 1, 0, "b") == 0)
+        ret = PyBool_FromLong(b[0].view.len == b[1].view.len &&
+                              memcmp(b[0].view.buf, b[1].view.buf, (size_t)b[0].view.len) == 0);
+    release(b, 2);
+    return ret;
+}
+
+/* cpu_has_avx2(): whether this CPU and OS run AVX2 code (the _kernel_avx2 module). */
+static PyObject *k_cpu_has_avx2(PyObject *self, PyObject *args)
+{
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    return PyBool_FromLong(__builtin_cpu_supports("avx2"));
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
+static PyObject *k_lanes(PyObject *self, PyObject *args) { return PyLong_FromSize_t(ser_fft_lanes()); }
+
 static PyMethodDef methods[] = {
+    {"cpu_has_avx2", k_cpu_has_avx2, METH_NOARGS, "whether the CPU runs AVX2 code"},
+    {"lanes", k_lanes, METH_NOARGS, "frames per FFT call (SIMD lanes)"},
+    {"same", k_same, METH_VARARGS, "whether two contiguous buffers hold the same bytes"},
     {"configure", k_configure, METH_VARARGS, "the analysis constants of features.py (see _kernel.c)"},
     {"rows", k_rows, METH_VARARGS, "per-frame descriptors of a block of frames (see _kernel.c)"},
     {"functionals", k_functionals, METH_VARARGS, "the window's feature vector (see _kernel.c)"},
     {NULL, NULL, 0, NULL},
 };
 
+/* The same source builds two modules (setup.py): _kernel for any CPU, and on x86-64 _kernel_avx2 with
+ * 256-bit vectors (four frames per FFT instead of two), which features.py prefers where the CPU has AVX2.
+ * No FMA in either: the values are the same bits. */
+#ifndef SER_MODULE
+#define SER_MODULE _kernel
+#endif
+#define SER_STR2(x) #x
+#define SER_STR(x) SER_STR2(x)
+#define SER_CAT2(a, b) a##b
+#define SER_CAT(a, b) SER_CAT2(a, b)
+
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_kernel", "Compiled loops of realtime_ser.features", -1, methods, NULL, NULL, NULL, NULL,
+    PyModuleDef_HEAD_INIT, SER_STR(SER_MODULE), "Compiled loops of realtime_ser.features", -1, methods, NULL, NULL, NULL,
+    NULL,
 };
 
-PyMODINIT_FUNC PyInit__kernel(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC SER_CAT(PyInit_, SER_MODULE)(void) { return PyModule_Create(&module); }

@@ -4,10 +4,11 @@ Input: one analysis window of 16 kHz mono float32 audio (normally 2.0 s).
 Output: a fixed-length float32 vector (``FEATURE_NAMES`` names every element).
 
 Two implementations of the same definitions: the numpy code in this module (the reference,
-and the fallback) and its compiled loops in ``_kernel.c`` (about five times faster; used
-by training and the runtime alike whenever it is built; ``IMPLEMENTATION`` says which
-runs). ``tests/test_kernel.py`` bounds their differences. No librosa at run time (no numba
-JIT start-up), no threads, no state.
+and the fallback) and its compiled loops in ``_kernel.c`` (about three times faster; used by
+training and the runtime alike whenever it is built; ``IMPLEMENTATION`` says which runs).
+``tests/test_kernel.py`` bounds their differences. No librosa at run time (no numba JIT
+start-up), no threads, no state.
+
 The MFCC stage reproduces ``librosa.feature.mfcc`` (slaney mel filterbank, power
 spectrum, ``10*log10`` with ``amin=1e-10`` and no ``top_db`` clipping, DCT-II ortho);
 ``tests/test_features.py`` holds the parity test against librosa.
@@ -47,13 +48,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-try:  # the compiled loops (realtime_ser/_kernel.c, built by pip install); the numpy code here is the reference
+# The implementation that runs: REALTIME_SER_FEATURES=numpy forces the reference, =kernel the portable build
+# of the compiled loops (realtime_ser/_kernel.c); by default the fastest one this CPU runs.
+_CHOICE = os.environ.get("REALTIME_SER_FEATURES", "").strip().lower()
+try:
     from . import _kernel
 except ImportError:  # not built (no C compiler at install time): the numpy reference runs instead
     _kernel = None
-
-# REALTIME_SER_FEATURES=numpy runs the numpy reference even when the kernel is built (for comparisons).
-if os.environ.get("REALTIME_SER_FEATURES", "").strip().lower() == "numpy":
+if _kernel is not None and _CHOICE not in ("kernel", "numpy") and _kernel.cpu_has_avx2():
+    try:
+        from . import _kernel_avx2 as _kernel
+    except ImportError:  # not built (not x86-64, or the compiler refused -mavx2)
+        pass
+if _CHOICE == "numpy":
     _kernel = None
 
 SAMPLE_RATE = 16_000
@@ -274,7 +281,7 @@ _SHAPE = {name: i for i, name in enumerate(_SHAPE_COLUMNS)}
 _MEL_FB_C = np.ascontiguousarray(_MEL_FB)
 _DCT_C = np.ascontiguousarray(_DCT)
 _KERNEL_BANDS = tuple(v for band in (_BAND_50_1000, _BAND_1_5K, _BAND_0_2K, _BAND_2_5K) for v in (band.start, band.stop))
-IMPLEMENTATION = "kernel" if _kernel is not None else "numpy"
+
 
 
 # ---------------------------------------------------------------- frame analysis
@@ -402,11 +409,23 @@ _L_SHAPE = slice(N_MFCC, N_MFCC + len(_SHAPE_COLUMNS))
 _L_ENERGY, _L_ZCR, _L_VOICING, _L_F0 = range(_L_SHAPE.stop, _L_SHAPE.stop + 4)
 _N_LLD = _L_F0 + 1
 
-if _kernel is not None:  # hand the constants and tables over to the compiled loops, once
-    _kernel.configure(HOP, _WINDOW, _SPEC_CORE.start, WIN_LENGTH, _PITCH_WIN, PITCH_NFFT, _MEL_FB_C, N_MELS, _DCT_C,
-                      N_MFCC, _FREQS_KHZ, _FREQS_KHZ_SQ, _MEL_SLOPE_W, _KERNEL_BANDS, AMIN, _POWER_EPS,
-                      ENERGY_FLOOR_DBFS, _WIN_ACF, _LAG_MIN, _LAG_MAX, OCTAVE_TOLERANCE, float(SAMPLE_RATE), _N_LLD,
-                      (_L_MFCC.start, _L_SHAPE.start, _L_ENERGY, _L_ZCR, _L_VOICING, _L_F0))
+def _configure(kernel) -> None:
+    """Hand the constants and tables over to a build of the compiled loops (once, at import)."""
+    kernel.configure(HOP, _WINDOW, _SPEC_CORE.start, WIN_LENGTH, _PITCH_WIN, PITCH_NFFT, _MEL_FB_C, N_MELS, _DCT_C,
+                     N_MFCC, _FREQS_KHZ, _FREQS_KHZ_SQ, _MEL_SLOPE_W, _KERNEL_BANDS, AMIN, _POWER_EPS,
+                     ENERGY_FLOOR_DBFS, _WIN_ACF, _LAG_MIN, _LAG_MAX, OCTAVE_TOLERANCE, float(SAMPLE_RATE), _N_LLD,
+                     (_L_MFCC.start, _L_SHAPE.start, _L_ENERGY, _L_ZCR, _L_VOICING, _L_F0))
+
+
+if _kernel is not None:
+    try:
+        _configure(_kernel)
+    except RuntimeError as e:  # a build whose C and C++ halves disagree: run the reference rather than crash
+        import logging
+
+        logging.getLogger("realtime_ser").warning("feature kernel unusable (%s): using the numpy reference", e)
+        _kernel = None
+IMPLEMENTATION = "numpy" if _kernel is None else _kernel.__name__.rsplit(".", 1)[-1].lstrip("_")
 
 
 @dataclass(frozen=True)
@@ -482,7 +501,10 @@ def _rows_numpy(x: np.ndarray) -> _Rows:
 
 
 def _sanitize(window: np.ndarray) -> np.ndarray:
+    """float64 samples with NaN and infinities as 0 (a finite sum means there are none: one cheap pass)."""
     x = np.asarray(window, dtype=np.float64).reshape(-1)
+    if np.isfinite(np.add.reduce(x)):
+        return x
     return np.where(np.isfinite(x), x, 0.0)
 
 
@@ -502,6 +524,13 @@ def _assemble(r: _Rows) -> FrameAnalysis:
 def analyze(window: np.ndarray) -> FrameAnalysis:
     """Frame-level descriptors of a window of 16 kHz mono audio (at least 40 ms)."""
     return _assemble(_rows(_sanitize(window)))
+
+
+def _same_samples(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two 1-D sample arrays of one dtype are identical (the kernel compares bytes: same bits)."""
+    if _kernel is not None and a.flags.c_contiguous and b.flags.c_contiguous:
+        return _kernel.same(a, b)
+    return bool(np.array_equal(a, b))
 
 
 class FrameCache:
@@ -549,7 +578,7 @@ class FrameCache:
         if shift <= 0 or shift % HOP:
             return None
         kept = self._rows.tail(shift // HOP)
-        if len(kept) == 0 or not np.array_equal(raw[: len(raw) - shift], self._raw[shift:]):
+        if len(kept) == 0 or not _same_samples(raw[: len(raw) - shift], self._raw[shift:]):
             return None
         new = _rows(_sanitize(raw[len(kept) * HOP :]))
         self.frames_analysed += len(new)

@@ -165,7 +165,9 @@ class StreamProcessor:
         if probs.shape != (len(self.labels),):
             raise ModelError(f"model {self.model.name} returned {probs.shape[-1]} probabilities for "
                              f"{len(self.labels)} labels; re-export the model and its card together")
-        return decision, np.nan_to_num(probs, nan=0.0, posinf=0.0, neginf=0.0)
+        if not math.isfinite(probs.sum()):  # one cheap check; rare repair
+            probs = np.where(np.isfinite(probs), probs, 0.0)
+        return decision, probs
 
     def process(self, pending: Pending, dropped_blocks: int = 0) -> list[PredictionEvent | ChangeEvent]:
         """The events of one window: a prediction, and a change when the smoothed emotion changed."""

@@ -50,6 +50,7 @@ def test_quick_bench_reports_every_figure(quick_json):
     assert out["speech_share"] > 0.5  # the generated audio is speech-like: windows pass the VAD
     machine = out["machine"]
     assert machine["cpu"] and machine["cores"] >= 1 and machine["libraries"]["numpy"]
+    assert machine["features"] in ("numpy", "kernel", "kernel_avx2")
     assert set(out["how"]) >= {"window_ms_median", "replay_x_realtime", "cpu_percent_realtime", "rss_peak_mb"}
 
 
