@@ -5,7 +5,9 @@
 #
 # 1. makes sure PortAudio and libsndfile are there (installs them with apt-get when run as root on
 #    Debian/Ubuntu; otherwise says what to install),
-# 2. creates a virtual environment in .venv (once) and installs realtime-ser into it (pip install -e .),
+# 2. creates a virtual environment in .venv (once) and installs realtime-ser into it (pip install -e .,
+#    which compiles the feature kernel when a C++ compiler is there: g++ is installed with apt-get as
+#    root; without one the install still works and the slower numpy features run),
 # 3. runs `realtime-ser listen "$@"`: JSON lines on stdout, the dashboard on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +32,15 @@ fi
 if [ ! -x "$VENV/bin/python" ]; then
     echo "listen.sh: creating $VENV" >&2
     "$PYTHON" -m venv "$VENV"
+fi
+if ! command -v g++ >/dev/null && ! command -v c++ >/dev/null; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        echo "listen.sh: installing g++ (compiles the feature kernel)" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null
+    else
+        echo "listen.sh: no C++ compiler: the slower numpy features will run (install g++ or clang)" >&2
+    fi
 fi
 "$VENV/bin/python" -m pip install -q -e .
 exec "$VENV/bin/realtime-ser" listen "$@"
