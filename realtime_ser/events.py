@@ -80,8 +80,13 @@ def valence_arousal(labels: Sequence[str], probabilities: np.ndarray | None) -> 
         return 0.0, 0.0
     coords = _affect_table(tuple(labels))
     p = np.asarray(probabilities, dtype=np.float64)
-    v, a = np.clip(p @ coords, -1.0, 1.0)
-    return round(float(v), AFFECT_DECIMALS), round(float(a), AFFECT_DECIMALS)
+    v, a = (p @ coords).tolist()
+    return round(_clip_unit(v), AFFECT_DECIMALS), round(_clip_unit(a), AFFECT_DECIMALS)
+
+
+def _clip_unit(x: float) -> float:
+    """``np.clip(x, -1, 1)`` for one float (NaN and -0.0 pass unchanged, as there), without its overhead."""
+    return -1.0 if x < -1.0 else 1.0 if x > 1.0 else x
 
 
 def rounded(x: float | None, decimals: int) -> float | None:

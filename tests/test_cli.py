@@ -152,7 +152,9 @@ def test_signals_stop_a_fast_replay_cleanly(tiny_model_path, five_minute_wav, si
             lines.append(p.stdout.readline())
             assert lines[-1], "no prediction before the stream ended"
         p.send_signal(sig)
-        out, err = p.communicate(timeout=TIMEOUT_S)
+        out = p.stdout.read()  # not communicate(): it would skip what readline() has buffered already
+        err = p.stderr.read()
+        p.wait(timeout=TIMEOUT_S)
     finally:
         if p.poll() is None:
             p.kill()
