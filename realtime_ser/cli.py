@@ -384,8 +384,8 @@ def entry() -> None:
     When ``main()`` returns, everything the program owes has been written: each event line was
     flushed as it was written, the dashboard stopped, files closed; stdout and stderr are flushed once
     more here. The process then ends with ``os._exit``: the interpreter's own teardown (freeing every
-    numpy and onnxruntime object one by one: 30-40 ms, as long as processing a minute of audio in a
-    fast replay) has nothing left to do for us. Not when PortAudio is loaded (``sounddevice``
+    numpy and onnxruntime object one by one: 30-40 ms, some 3 % of a 10-minute fast replay at its
+    target speed) has nothing left to do for us. Not when PortAudio is loaded (``sounddevice``
     terminates it in an exit handler), and not when the final flush fails: those exit normally, as
     does an exception escaping ``main()`` (exit code 1 with its traceback).
     """
