@@ -1,7 +1,5 @@
 """``python -m realtime_ser``: the same as the ``realtime-ser`` command."""
 
-import sys
+from .cli import entry
 
-from .cli import main
-
-sys.exit(main())
+entry()

@@ -25,6 +25,7 @@ for avatar blendshapes) and are 0/0 in silence. Labels not in ``VALENCE_AROUSAL`
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 from typing import Mapping, Sequence
 
@@ -40,6 +41,7 @@ LATENCY_DECIMALS = 1  # ms
 WARMUP_DECIMALS = 3
 VOICED_DECIMALS = 2  # s, the VAD works on 10 ms frames
 CALLBACK_MS_DECIMALS = 3  # the callback runs for microseconds
+AFFECT_TABLE_CACHE = 8  # label sets whose valence/arousal table is kept (one per loaded model)
 
 VALENCE_AROUSAL: Mapping[str, tuple[float, float]] = {
     # label: (valence, arousal), each in [-1, 1]
@@ -64,14 +66,27 @@ def affect_coordinates(label: str) -> tuple[float, float]:
     return VALENCE_AROUSAL.get(LABEL_ALIASES.get(key, key), (0.0, 0.0))
 
 
+@functools.lru_cache(maxsize=AFFECT_TABLE_CACHE)
+def _affect_table(labels: tuple[str, ...]) -> np.ndarray:
+    """``(len(labels), 2)`` valence/arousal coordinates, made once per label set (read-only)."""
+    table = np.array([affect_coordinates(lbl) for lbl in labels], dtype=np.float64)
+    table.flags.writeable = False
+    return table
+
+
 def valence_arousal(labels: Sequence[str], probabilities: np.ndarray | None) -> tuple[float, float]:
     """Probability-weighted (valence, arousal), clipped to [-1, 1]; (0, 0) without probabilities."""
     if probabilities is None:
         return 0.0, 0.0
-    coords = np.array([affect_coordinates(lbl) for lbl in labels], dtype=np.float64)
+    coords = _affect_table(tuple(labels))
     p = np.asarray(probabilities, dtype=np.float64)
-    v, a = np.clip(p @ coords, -1.0, 1.0)
-    return round(float(v), AFFECT_DECIMALS), round(float(a), AFFECT_DECIMALS)
+    v, a = (p @ coords).tolist()
+    return round(_clip_unit(v), AFFECT_DECIMALS), round(_clip_unit(a), AFFECT_DECIMALS)
+
+
+def _clip_unit(x: float) -> float:
+    """``np.clip(x, -1, 1)`` for one float (NaN and -0.0 pass unchanged, as there), without its overhead."""
+    return -1.0 if x < -1.0 else 1.0 if x > 1.0 else x
 
 
 def rounded(x: float | None, decimals: int) -> float | None:
@@ -81,7 +96,7 @@ def rounded(x: float | None, decimals: int) -> float | None:
 def by_label(labels: Sequence[str], p: np.ndarray | None) -> dict[str, float] | None:
     if p is None:
         return None
-    return {lbl: round(float(v), PROB_DECIMALS) for lbl, v in zip(labels, p)}
+    return {lbl: round(v, PROB_DECIMALS) for lbl, v in zip(labels, np.asarray(p).tolist())}
 
 
 def t_round(t: float) -> float:
@@ -93,9 +108,15 @@ class _Event:
 
     def to_json(self) -> dict:
         out: dict = {"schema": SCHEMA_VERSION, "type": self.type}
-        for f in fields(self):  # type: ignore[arg-type]
-            out[f.name] = getattr(self, f.name)
+        for name in _field_names(type(self)):
+            out[name] = getattr(self, name)
         return out
+
+
+@functools.lru_cache(maxsize=None)
+def _field_names(cls: type) -> tuple[str, ...]:
+    """The dataclass fields of an event class, in order (looked up once per class)."""
+    return tuple(f.name for f in fields(cls))
 
 
 @dataclass(frozen=True)

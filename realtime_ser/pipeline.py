@@ -2,12 +2,18 @@
 
 ::
 
-    source (PortAudio callback, or a file feeder thread)
+    source (PortAudio callback, or a file feeder thread at realtime pace)
         -> capture queue (bounded; a live source drops and counts when it is full)
     worker thread: drain the queue -> StreamProcessor.ingest (convert, window)
         -> skip stale windows (live only) -> StreamProcessor.process (VAD, features,
            normaliser, model, smoothing) -> event queue
     main thread: Pipeline.events() yields the events in order, for the sinks.
+
+A file replayed at ``fast`` pace has nothing to wait for, so it starts no thread:
+``events()`` reads the file, converts, windows and processes in the caller's thread
+(the same batch code as the worker's), one read block at a time. With one core, the
+threads and queues only cost GIL and context switches (each block and each event
+crossed two threads), and their order is the file's order anyway.
 
 **Overload.** In a live stream (microphone, or a file replayed at ``realtime`` pace)
 the worker first drains everything queued, then processes only windows that are
@@ -16,7 +22,8 @@ one hop (plus one capture block) of newer audio has already arrived. So latency 
 around one inference plus one hop, however slow the model. The capture queue holds
 ``queue_s`` seconds of audio; beyond that the source drops whole blocks (counted in
 ``dropped_blocks``), which the worker replaces by silence to keep the audio clock. A
-``fast`` replay skips nothing and drops nothing (the file reader waits for room).
+``fast`` replay skips nothing and drops nothing (the file is read only when the
+previous block's windows are done).
 
 **Stop and errors.** ``stop()`` (from a signal handler too: it only sets a flag)
 makes the worker finish its current window and end the stream with an ``end`` event.
@@ -30,8 +37,9 @@ import logging
 import math
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Generator, Iterator
 
 from . import SAMPLE_RATE
 from .audio.sources import END, Block, FileSource, MicSource, SourceFailure
@@ -91,6 +99,9 @@ class Pipeline:
         self._abandoned = False  # the consumer went away: stop waiting for room in the event queue
         self._threads: list[threading.Thread] = []
         self._started = False
+        self._inline = False  # a fast file replay: no threads, processed in events()
+        self._queue_capacity = 0
+        self._error: BaseException | None = None  # the stream's error, once it has ended
         self._next_status_s = self.config.status_every_s
 
     # ------------------------------------------------------------ control
@@ -104,13 +115,17 @@ class Pipeline:
         try:
             self.processor = StreamProcessor(self.model, src.sample_rate, self.config.stream, live=src.live)
             capacity = max(MIN_QUEUE_BLOCKS, math.ceil(self.config.queue_s * src.sample_rate / src.block_frames))
-            self.audio_queue = queue.Queue(maxsize=capacity)
-            self._threads.append(threading.Thread(target=self._work, name="ser-worker", daemon=True))
-            if isinstance(src, FileSource):
-                self._threads.append(threading.Thread(target=src.run, args=(self.audio_queue, self._stop),
-                                                      name="ser-file", daemon=True))
+            self._queue_capacity = capacity
+            if isinstance(src, FileSource) and not src.live:
+                self._inline = True
             else:
-                src.start(self.audio_queue)
+                self.audio_queue = queue.Queue(maxsize=capacity)
+                self._threads.append(threading.Thread(target=self._work, name="ser-worker", daemon=True))
+                if isinstance(src, FileSource):
+                    self._threads.append(threading.Thread(target=src.run, args=(self.audio_queue, self._stop),
+                                                          name="ser-file", daemon=True))
+                else:
+                    src.start(self.audio_queue)
         except BaseException:
             self._threads.clear()
             src.stop()
@@ -134,6 +149,8 @@ class Pipeline:
         for t in self._threads:
             t.join(JOIN_TIMEOUT_S)
         self.source.stop()
+        if self._inline:
+            self.source.close()
 
     def __enter__(self) -> "Pipeline":
         self.start()
@@ -147,6 +164,9 @@ class Pipeline:
     def events(self) -> Iterator[dict]:
         """Every event as a JSON-ready dict, in order; raises the stream's error after the last one."""
         self.start()
+        if self._inline:
+            yield from self._inline_events()
+            return
         error: BaseException | None = None
         try:
             while True:
@@ -176,50 +196,95 @@ class Pipeline:
             except queue.Full:
                 continue
 
-    def _emit(self, event) -> None:
-        self._put(event.to_json() if hasattr(event, "to_json") else event)
-
     def _work(self) -> None:
-        proc = self.processor
-        src = self.source
-        error: BaseException | None = None
-        reason = "stopped"
         try:
-            self._emit(proc.start_event(src.name, src.sample_rate, src.channels))
-            reason = self._loop()
-        except SerError as e:
-            error, reason = e, "error"
-        except Exception as e:  # a bug: still end the stream cleanly, the main thread re-raises it
-            log.debug("worker failed", exc_info=True)
-            error, reason = e, "error"
+            for event in self._produce(self._queued_batches()):
+                self._put(event)
         finally:
-            counters = src.counters
-            t = proc.time_s if self.config.duration_s is None else min(proc.time_s, self.config.duration_s)
-            self._emit(EndEvent(t=t_round(t), reason=reason, windows=proc.windows,
-                                skipped_windows=proc.skipped, dropped_blocks=counters.dropped_blocks,
-                                error=str(error) if error is not None else None))
             self._stop.set()
-            self._put_done(error)
+            self._put_done(self._error)
 
     def _put_done(self, error: BaseException | None) -> None:
         self._put(_Done(error))
 
-    def _loop(self) -> str:
-        """Returns the end reason; raises the source's or the model's error."""
+    def _queued_batches(self) -> Iterator[list]:
+        """Everything queued at once (stale windows are decided on the newest audio); polls the device."""
         q = self.audio_queue
-        proc = self.processor
-        limit = None if self.config.duration_s is None else int(round(self.config.duration_s * SAMPLE_RATE))
-        while not self._stop.is_set():
+        while not self._stopping():
             try:
                 items = [q.get(timeout=POLL_S)]
             except queue.Empty:
                 self.source.check()
                 continue
-            while True:  # drain what is already there: stale windows are decided on the newest audio
+            while True:
                 try:
                     items.append(q.get_nowait())
                 except queue.Empty:
                     break
+            yield items
+
+    # ------------------------------------------------------------ fast file replay (no threads)
+
+    def _file_batches(self) -> Iterator[list]:
+        """The file's blocks one at a time, read on demand, then ``END`` (or a ``SourceFailure``)."""
+        src = self.source
+        assert isinstance(src, FileSource)
+        start = 0
+        blocks = src.blocks()
+        while not self._stopping():
+            try:
+                data = next(blocks, None)
+            except SerError as e:
+                yield [SourceFailure(e)]
+                return
+            if data is None:
+                yield [END]
+                return
+            yield [Block(start, data, time.monotonic())]
+            start += len(data)
+            src.counters.blocks += 1
+
+    def _inline_events(self) -> Iterator[dict]:
+        try:
+            yield from self._produce(self._file_batches())
+        finally:
+            self.close()
+        if self._error is not None:
+            raise self._error
+
+    # ------------------------------------------------------------ both: batches of source items -> events
+
+    def _stopping(self) -> bool:
+        """The stop event, set here too when ``stop()`` left its flag (it cannot set the event itself)."""
+        if self._stop_reason is not None and not self._stop.is_set():
+            self._stop.set()
+        return self._stop.is_set()
+
+    def _produce(self, batches: Iterator[list]) -> Iterator[dict]:
+        """Yields the start event, every window's events, the end event; keeps the error in ``_error``."""
+        proc = self.processor
+        src = self.source
+        error: BaseException | None = None
+        reason = "stopped"
+        try:
+            yield proc.start_event(src.name, src.sample_rate, src.channels).to_json()
+            reason = yield from self._loop(batches)
+        except SerError as e:
+            error, reason = e, "error"
+        except Exception as e:  # a bug: still end the stream cleanly, the main thread re-raises it
+            log.debug("worker failed", exc_info=True)
+            error, reason = e, "error"
+        self._error = error
+        t = proc.time_s if self.config.duration_s is None else min(proc.time_s, self.config.duration_s)
+        yield EndEvent(t=t_round(t), reason=reason, windows=proc.windows, skipped_windows=proc.skipped,
+                       dropped_blocks=src.counters.dropped_blocks,
+                       error=str(error) if error is not None else None).to_json()
+
+    def _loop(self, batches: Iterator[list]) -> Generator[dict, None, str]:
+        """Yields the events; returns the end reason; raises the source's or the model's error."""
+        proc = self.processor
+        limit = None if self.config.duration_s is None else int(round(self.config.duration_s * SAMPLE_RATE))
+        for items in batches:
             pending: list[Pending] = []
             ended = False
             failure: BaseException | None = None
@@ -238,10 +303,10 @@ class Pipeline:
                 pending += proc.finish(last_arrival)
             if limit is not None:
                 pending = [p for p in pending if p.window.end <= limit]
-            self._run_windows(pending)
+            yield from self._run_windows(pending)
             if failure is not None:
                 raise failure
-            if self._stop.is_set():
+            if self._stopping():
                 break
             if limit is not None and proc.samples_seen >= limit:
                 return "duration"
@@ -249,28 +314,30 @@ class Pipeline:
                 return "end_of_input"
         return self._stop_reason or "stopped"
 
-    def _run_windows(self, pending: list[Pending]) -> None:
+    def _run_windows(self, pending: list[Pending]) -> Iterator[dict]:
         proc = self.processor
         src = self.source
         stale_after = proc.config.hop_samples + math.ceil(src.block_frames * SAMPLE_RATE / src.sample_rate)
         newest = proc.samples_seen
         for p in pending:
-            if self._stop.is_set():
+            if self._stopping():
                 return
             if src.live and newest - p.window.end > stale_after:
                 proc.skip(p)
             else:
                 for ev in proc.process(p, dropped_blocks=src.counters.dropped_blocks):
-                    self._emit(ev)
-            self._maybe_status(p.window.end)
+                    yield ev.to_json()
+            status = self._maybe_status(p.window.end)
+            if status is not None:
+                yield status.to_json()
 
-    def _maybe_status(self, end_sample: int) -> None:
+    def _maybe_status(self, end_sample: int) -> StatusEvent | None:
         every = self.config.status_every_s
         if every <= 0 or end_sample / SAMPLE_RATE < self._next_status_s:
-            return
+            return None
         while self._next_status_s <= end_sample / SAMPLE_RATE:
             self._next_status_s += every
-        self._emit(self.status_event(end_sample / SAMPLE_RATE))
+        return self.status_event(end_sample / SAMPLE_RATE)
 
     def status_event(self, t: float) -> StatusEvent:
         """Counters at audio time ``t`` (the end of the window just handled)."""
@@ -285,6 +352,8 @@ class Pipeline:
                            skipped_windows=proc.skipped, dropped_blocks=c.dropped_blocks,
                            dropped_s=t_round(c.dropped_frames / src.sample_rate),
                            input_overflows=c.input_overflows, nonfinite_samples=proc.converter.nonfinite,
-                           queue_depth=self.audio_queue.qsize(), queue_capacity=self.audio_queue.maxsize,
+                           queue_depth=self.audio_queue.qsize() if self.audio_queue is not None else 0,
+                           queue_capacity=self._queue_capacity,
                            callback_max_ms=cb_max, latency_ms=proc.last_latency_ms,
                            normalizer_warmup=proc.normalizer_warmup, model=self.model.name, device=src.name)
+

@@ -120,6 +120,70 @@ def test_closed_stdout_ends_quietly(tiny_model_path, long_wav):
     assert err == ""
 
 
+@pytest.fixture(scope="module")
+def five_minute_wav(tmp_path_factory) -> Path:
+    x = np.concatenate([voice(LOW_F0, 4.0, seed=8), np.zeros(SR, np.float32)])
+    return write_audio(tmp_path_factory.mktemp("cli_5min") / "five.wav", np.tile(x, 60))
+
+
+def test_fast_replay_through_the_program_entry_writes_what_main_writes(tiny_model_path, speech_wav):
+    """``python -m realtime_ser`` ends with a quick exit after main(): not a line may be lost."""
+    args = ["listen", "--replay", str(speech_wav), "--pace", "fast", "--model", str(tiny_model_path),
+            "--no-dashboard", "--status-every", "1"]
+    via_entry = cli(*args)
+    via_main = subprocess.run([sys.executable, "-c", "import sys\nfrom realtime_ser.cli import main\n"
+                               "sys.exit(main(sys.argv[1:]))", *args], capture_output=True, text=True,
+                              timeout=TIMEOUT_S)
+    assert via_entry.returncode == via_main.returncode == 0, via_entry.stderr + via_main.stderr
+    volatile = ("queue_depth",)
+    assert [{k: v for k, v in e.items() if k not in volatile} for e in parse_lines(via_entry.stdout)] == \
+        [{k: v for k, v in e.items() if k not in volatile} for e in parse_lines(via_main.stdout)]
+    assert via_entry.stderr == via_main.stderr == ""
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signals_stop_a_fast_replay_cleanly(tiny_model_path, five_minute_wav, sig, code):
+    p = subprocess.Popen([sys.executable, "-m", "realtime_ser", "listen", "--replay", str(five_minute_wav), "--pace",
+                          "fast", "--model", str(tiny_model_path), "--no-dashboard"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [p.stdout.readline()]
+        while '"prediction"' not in lines[-1]:
+            lines.append(p.stdout.readline())
+            assert lines[-1], "no prediction before the stream ended"
+        p.send_signal(sig)
+        out = p.stdout.read()  # not communicate(): it would skip what readline() has buffered already
+        err = p.stderr.read()
+        p.wait(timeout=TIMEOUT_S)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == code, err
+    assert "Traceback" not in err and err.strip() == ""
+    events = parse_lines("".join(lines) + out)
+    assert events[-1]["type"] == "end" and events[-1]["reason"] == "stopped"
+    predictions = [e for e in events if e["type"] == "prediction"]
+    assert [e["t_end"] for e in predictions] == [0.5 * (k + 1) for k in range(len(predictions))]  # none lost
+    assert events[-1]["t"] < 300.0 and events[-1]["windows"] == len(predictions)
+
+
+def test_closed_stdout_ends_a_fast_replay_quietly(tiny_model_path, five_minute_wav):
+    p = subprocess.Popen([sys.executable, "-m", "realtime_ser", "listen", "--replay", str(five_minute_wav), "--pace",
+                          "fast", "--model", str(tiny_model_path), "--no-dashboard"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        head = [p.stdout.readline() for _ in range(3)]
+        p.stdout.close()
+        err = p.stderr.read()
+        p.wait(timeout=TIMEOUT_S)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert all(json.loads(line) for line in head)
+    assert p.returncode == 141
+    assert err == ""
+
+
 def test_predict_mixes_good_and_bad_files(tiny_model_path, speech_wav, tmp_path):
     low = write_audio(tmp_path / "low.wav", voice(LOW_F0, 2.5, seed=7))
     silent = write_audio(tmp_path / "silent.wav", np.zeros(SR, np.float32))

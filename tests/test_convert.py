@@ -44,6 +44,23 @@ def test_mono_is_the_channel_mean():
     assert to_mono(block[:, :1]).tolist() == [1.0, 0.5]
 
 
+@pytest.mark.parametrize("channels", range(2, 10))
+def test_mono_has_the_bits_of_numpys_mean(channels):
+    """to_mono's column-wise sum must stay bit-identical to ``mean(axis=1)`` (events must not move):
+    signed zeros, subnormals, huge and ordinary values."""
+    rng = np.random.default_rng(channels)
+    block = rng.standard_normal((4000, channels)).astype(np.float32)
+    block[:50] = -0.0
+    block[50:100, 0] = -0.0
+    block[100:150, 1:] = -0.0
+    block[150:200] = rng.standard_normal((50, channels)).astype(np.float32) * np.float32(1e-40)
+    block[200:250] *= np.float32(1e30)
+    block[250:300] = rng.integers(-32768, 32767, (50, channels)) / np.float32(32768)
+    expected = block.mean(axis=1, dtype=np.float32)
+    assert np.array_equal(to_mono(block).view(np.uint32), expected.view(np.uint32))
+    assert np.array_equal(to_mono(block[::2]).view(np.uint32), expected[::2].view(np.uint32))  # strided
+
+
 def test_nan_and_inf_become_zero_and_are_counted():
     x = np.array([0.1, np.nan, np.inf, -np.inf, 0.2], dtype=np.float32)
     clean, n = replace_nonfinite(x)

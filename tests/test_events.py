@@ -21,6 +21,18 @@ def test_valence_arousal_is_the_probability_weighted_table():
     assert valence_arousal(labels, None) == (0.0, 0.0)
 
 
+def test_valence_arousal_clips_like_numpy():
+    labels = ("happy", "sad")
+    rng = np.random.default_rng(0)
+    for p in [*rng.normal(0, 2, (200, 2)), [0.0, 0.0], [-0.0, 0.0], [5.0, -5.0], [-5.0, 5.0]]:
+        p = np.asarray(p, dtype=np.float64)
+        expected = tuple(round(float(x), 3) for x in np.clip(p @ np.array([VALENCE_AROUSAL[lb] for lb in labels]),
+                                                              -1.0, 1.0))
+        got = valence_arousal(labels, p)
+        assert [str(x) for x in got] == [str(x) for x in expected]  # same values, signed zeros included
+    assert all(np.isnan(x) for x in valence_arousal(labels, np.array([np.nan, 0.5])))
+
+
 def test_aliases_and_unknown_labels():
     assert affect_coordinates("Fear") == VALENCE_AROUSAL["fearful"]
     assert affect_coordinates("surprise") == VALENCE_AROUSAL["surprised"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import jsonschema
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from helpers import HIGH_F0, LOW_F0, SlowModel, comparable, load_schema, noise, voice, write_audio
 
 from realtime_ser.api import Tracker
-from realtime_ser.audio.sources import FileSource
+from realtime_ser.audio.sources import BLOCK_S, FAST_READ_S, FileSource
 from realtime_ser.errors import InputAudioError
 from realtime_ser.pipeline import Pipeline, PipelineConfig
 from realtime_ser.stream import StreamProcessor
@@ -115,9 +116,11 @@ def test_every_event_validates_against_the_schema(tiny_model, clip_path):
 def test_a_read_error_midway_keeps_what_came_before(tiny_model, clip_path):
     class Breaking(FileSource):
         def blocks(self):
-            for i, block in enumerate(super().blocks()):
-                if i == 40:  # 2 s of 50 ms blocks
+            done = 0
+            for block in super().blocks():
+                if done >= 2 * SR:  # after 2 s of audio, whatever the read size
                     raise InputAudioError("disk on fire")
+                done += len(block)
                 yield block
 
     seen = []
@@ -171,3 +174,55 @@ def test_realtime_pace_gives_the_events_of_fast_pace(tiny_model, tmp_path):
         assert live_preds == list(fast_by_t.values())
     else:
         assert all(p["skipped_windows"] >= 0 and p["t_end"] in fast_by_t for p in live_preds)
+
+
+def test_fast_replay_reads_long_blocks_in_the_callers_thread_with_the_events_of_short_ones(tiny_model, tmp_path):
+    # 44.1 kHz stereo, not a multiple of the long read: the last read is short, resampler and flush matter
+    x = speech_clip(2.0, 2.0, tail_s=0.37)
+    t = np.arange(int(len(x) * 44_100 / SR)) / 44_100
+    x44 = np.interp(t, np.arange(len(x)) / SR, x).astype(np.float32)
+    path = write_audio(tmp_path / "c44.wav", np.stack([x44, 0.5 * x44], axis=1), 44_100)
+    tracker = Tracker(model=tiny_model, status_every_s=1.0)
+    threads_before = threading.active_count()
+    default, threads_during = [], []
+    for e in tracker.replay(path, pace="fast"):
+        default.append(e)
+        threads_during.append(threading.active_count())
+    assert max(threads_during) == threads_before  # no reader or worker thread
+    src = FileSource(path, pace="fast")
+    src.open()
+    src.close()
+    assert src.read_frames == round(FAST_READ_S * 44_100) > src.block_frames == round(BLOCK_S * 44_100)
+    small = list(tracker.replay(path, pace="fast", block_frames=src.block_frames))
+    status = of_type(default, "status")
+    assert comparable(default) == comparable(small) and status
+    # the capture queue's capacity is reported as for the default block, and nothing is ever queued
+    assert {(s["queue_depth"], s["queue_capacity"]) for s in status} == {(0, 100)}
+    realtime = list(Tracker(model=tiny_model, status_every_s=0).replay(path, pace="realtime"))
+    if realtime[-1]["skipped_windows"] == 0:  # a machine busy enough to skip would legitimately differ
+        assert comparable(of_type(realtime, "prediction")) == comparable(of_type(default, "prediction"))
+
+
+def test_a_read_error_in_a_long_read_keeps_the_blocks_before_it(tiny_model, clip_path, monkeypatch):
+    """libsndfile fails a read that reaches a damaged spot: the long read is retried in short blocks,
+    so the audio and events before the fault are those a short-block reader would have kept."""
+    import soundfile as sf
+
+    bad_frame = int(3.33 * SR)  # inside the 800-frame block that starts at 3.30 s
+    real_read = sf.SoundFile.read
+
+    def failing_read(self, frames=-1, *args, **kwargs):
+        if self.tell() + frames > bad_frame:
+            raise sf.LibsndfileError(0, "damaged block")
+        return real_read(self, frames, *args, **kwargs)
+
+    monkeypatch.setattr(sf.SoundFile, "read", failing_read)
+    runs = []
+    for block_frames in (None, 800):
+        seen = []
+        with pytest.raises(InputAudioError, match="read failed after 3.30 s of audio"):
+            for e in Tracker(model=tiny_model).replay(clip_path, pace="fast", block_frames=block_frames):
+                seen.append(e)
+        runs.append(seen)
+    assert comparable(runs[0]) == comparable(runs[1])
+    assert of_type(runs[0], "prediction")[-1]["t_end"] == 3.3 and runs[0][-1]["reason"] == "error"

@@ -33,6 +33,18 @@ def test_any_block_split_gives_the_same_windows(n, sizes):
     assert as_tuples(by_blocks(x, sizes)) == as_tuples(windows_of(x, WINDOW, HOP))
 
 
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 3000), sizes=st.lists(st.integers(1, 900), min_size=1, max_size=8))
+def test_windows_are_the_last_window_samples_of_the_zero_padded_stream(n, sizes):
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    padded = np.concatenate([np.zeros(WINDOW, np.float32), x])
+    ws = by_blocks(x, sizes)
+    assert [w.end for w in ws] == list(range(HOP, n + 1, HOP)) + ([n] if n % HOP else [])
+    for w in ws:
+        assert w.samples.tobytes() == padded[w.end : w.end + WINDOW].tobytes()
+        assert w.start == max(0, w.end - WINDOW)
+
+
 def test_window_k_ends_at_k_hops_and_holds_the_last_samples():
     x = np.arange(1000, dtype=np.float32)
     ws = windows_of(x, WINDOW, HOP)

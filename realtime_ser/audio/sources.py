@@ -8,7 +8,8 @@ Time is counted in frames: a dropped block leaves a gap in the frame index that 
 worker fills with silence, so event times stay on the audio clock.
 
 This module creates no threads. ``MicSource`` lets PortAudio call ``CallbackCapture``;
-``FileSource.run`` is a blocking loop the pipeline runs in its own thread.
+``FileSource.run`` is a blocking loop the pipeline runs in its own thread at ``realtime``
+pace; a ``fast`` replay is read by the pipeline itself, through ``FileSource.blocks``.
 
 ``sounddevice`` is imported lazily (``realtime-ser --help`` does not load PortAudio).
 """
@@ -34,6 +35,7 @@ from .convert import MAX_RATE, MIN_RATE, check_rate
 log = logging.getLogger(__name__)
 
 BLOCK_S = 0.05  # default block: 50 ms of audio at the source's rate
+FAST_READ_S = 2.0  # a fast replay without --block-size reads this much per block: nothing waits for it
 MAX_CAPTURE_CHANNELS = 2  # a mic is mono or stereo; more channels are mixed down anyway
 STARTUP_TIMEOUT_S = 5.0  # a device that gives no audio at all within this is reported
 STALL_TIMEOUT_S = 1.0  # a running device silent for this long has gone away...
@@ -365,6 +367,12 @@ class FileSource:
     them; nothing is lost. ``pace="realtime"``: blocks are released on the wall clock
     and go through the same ``CallbackCapture`` as a microphone (a full queue drops and
     counts), so a realtime replay behaves exactly like live capture.
+
+    ``block_frames`` is the block of the pace's contract (queue capacity, staleness);
+    ``read_frames`` is what one read returns: the same, except in a fast replay without
+    an explicit block size, which reads ``FAST_READ_S`` at a time (events do not depend
+    on the block size; per-read costs do). A read error in a long read is retried in
+    ``block_frames`` reads, so the audio kept before a fault is the same either way.
     """
 
     def __init__(self, path: str | Path, pace: str = "fast", block_frames: int | None = None) -> None:
@@ -376,6 +384,7 @@ class FileSource:
         self.pace = pace
         self.live = pace == "realtime"
         self.block_frames = block_frames
+        self.read_frames = block_frames
         self.sample_rate = 0
         self.channels = 0
         self.frames = 0
@@ -402,19 +411,27 @@ class FileSource:
         self.frames = f.frames
         if self.block_frames is None:
             self.block_frames = default_block_frames(rate)
+            self.read_frames = self.block_frames if self.live else max(self.block_frames,
+                                                                       int(round(FAST_READ_S * rate)))
+        else:
+            self.read_frames = self.block_frames
 
     def blocks(self) -> Iterator[np.ndarray]:
-        """``(frames, channels)`` float32 blocks of ``block_frames`` (the last may be shorter)."""
+        """``(frames, channels)`` float32 blocks of ``read_frames`` (the last may be shorter)."""
         import soundfile as sf
 
         if self._file is None:
             self.open()
         f = self._file
         done = 0
+        size = self.read_frames
         while True:
             try:
-                data = f.read(self.block_frames, dtype="float32", always_2d=True)
+                data = f.read(size, dtype="float32", always_2d=True)
             except (sf.LibsndfileError, RuntimeError, OSError) as e:
+                if size > self.block_frames and self._rewind(done):
+                    size = self.block_frames  # keep every block that reads before the fault
+                    continue
                 raise InputAudioError(f"{self.path}: read failed after {done / self.sample_rate:.2f} s of audio "
                                       f"({str(e).strip() or type(e).__name__}); the file is damaged or truncated") from None
             if len(data) == 0:
@@ -423,6 +440,17 @@ class FileSource:
             yield data
         if done == 0:
             raise InputAudioError(f"{self.path} holds no readable audio samples; the file is damaged or truncated")
+
+    def _rewind(self, frame: int) -> bool:
+        """Seek back to ``frame`` after a failed read; False when even that fails."""
+        import soundfile as sf
+
+        try:
+            self._file.seek(frame)
+        except (sf.LibsndfileError, RuntimeError, OSError) as e:
+            log.debug("seek to frame %d of %s after a read error: %s", frame, self.path, e)
+            return False
+        return True
 
     def run(self, q: queue.Queue, stop: threading.Event) -> None:
         """Put every block into ``q`` (paced or fast), then ``END``; a failure becomes a ``SourceFailure``."""

@@ -18,6 +18,9 @@ from typing import Iterator
 import numpy as np
 
 
+BUFFER_WINDOWS = 4  # the sample buffer holds this many windows (see Windower)
+
+
 @dataclass(frozen=True)
 class Window:
     """One analysis window: ``samples`` covers stream samples ``[end - len(samples), end)``.
@@ -42,7 +45,11 @@ class Windower:
             raise ValueError(f"hop ({hop} samples) must not exceed the window ({window} samples)")
         self.window = window
         self.hop = hop
-        self._buf = np.zeros(window, dtype=np.float32)
+        # The last ``window`` samples are buf[pos - window : pos]; new samples go after them and the
+        # tail moves back to the front only when the buffer is full (once per BUFFER_WINDOWS - 1
+        # windows of audio), instead of shifting the whole window on every block.
+        self._buf = np.zeros(BUFFER_WINDOWS * window, dtype=np.float32)
+        self._pos = window
         self._total = 0  # samples received so far
         self._last_end = 0  # end sample of the last emitted window
 
@@ -52,17 +59,23 @@ class Windower:
 
     def _append(self, piece: np.ndarray) -> None:
         n = len(piece)
-        if n >= self.window:
-            self._buf[:] = piece[-self.window :]
+        w = self.window
+        if n >= w:
+            self._buf[:w] = piece[-w:]
+            self._pos = w
         else:
-            self._buf[:-n] = self._buf[n:]
-            self._buf[-n:] = piece
+            if self._pos + n > len(self._buf):
+                self._buf[:w] = self._buf[self._pos - w : self._pos]
+                self._pos = w
+            self._buf[self._pos : self._pos + n] = piece
+            self._pos += n
         self._total += n
 
     def _emit(self, final: bool = False) -> Window:
         end = self._total
         self._last_end = end
-        return Window(start=max(0, end - self.window), end=end, samples=self._buf.copy(), final=final)
+        samples = self._buf[self._pos - self.window : self._pos].copy()
+        return Window(start=max(0, end - self.window), end=end, samples=samples, final=final)
 
     def push(self, block: np.ndarray) -> Iterator[Window]:
         """Feed a 1-D float32 block; yields every window that ends inside it."""

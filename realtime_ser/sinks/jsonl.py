@@ -18,6 +18,10 @@ class OutputClosed(Exception):
     """The reader of stdout went away."""
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+"""One encoder for every line (``json.dumps`` with these options builds a new one per call)."""
+
+
 class JsonlSink:
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream if stream is not None else sys.stdout
@@ -27,7 +31,7 @@ class JsonlSink:
     def write(self, event: dict) -> None:
         if self.closed:
             raise OutputClosed()
-        line = json.dumps(event, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+        line = _ENCODER.encode(event)
         try:
             self.stream.write(line + "\n")
             self.stream.flush()
