@@ -52,6 +52,8 @@ def test_quick_bench_reports_every_figure(quick_json):
     assert machine["cpu"] and machine["cores"] >= 1 and machine["libraries"]["numpy"]
     assert machine["features"] in ("numpy", "kernel", "kernel_avx2")
     assert set(out["how"]) >= {"window_ms_median", "replay_x_realtime", "cpu_percent_realtime", "rss_peak_mb"}
+    # the child's own peak (VmHWM), not ru_maxrss, which after fork + exec counts this process's pages too
+    assert out["rss_from_vmhwm"] is True
 
 
 def test_bench_table_and_bad_file(tiny_model_path, tmp_path):
