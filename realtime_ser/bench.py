@@ -477,7 +477,8 @@ def print_table(result: dict) -> None:
             for k in HOW if k in result]
     m = result["machine"]
     machine = (f"{m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), Python {m['python']}, "
-               f"{m['platform']}; " + ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v))
+               f"{m['platform']}; features: {m['features']}; "
+               + ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v))
     load = f"load average {result['load_before']} before, {result['load_after']} after"
     notes = [n for n in (result.get("seed_note"), load) if n]
     try:
