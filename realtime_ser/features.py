@@ -317,12 +317,17 @@ def _mean(x: np.ndarray, axis: int | None = None) -> np.ndarray:
     return np.add.reduce(x, axis=axis, dtype=np.float64) / n
 
 
+def _front_padded(x: np.ndarray, length: int) -> np.ndarray:
+    """``x`` with zeros in front up to ``length`` samples (a clip shorter than one frame)."""
+    if len(x) < length:
+        return np.concatenate([np.zeros(length - len(x), dtype=x.dtype), x])
+    return x
+
+
 def _frames(x: np.ndarray, length: int) -> np.ndarray:
     """Read-only ``(T, length)`` view of the frames starting every ``HOP`` samples (front zero padding
     for a clip shorter than one frame)."""
-    if len(x) < length:
-        x = np.concatenate([np.zeros(length - len(x), dtype=x.dtype), x])
-    x = np.ascontiguousarray(x)
+    x = np.ascontiguousarray(_front_padded(x, length))
     n = (len(x) - length) // HOP + 1
     return np.lib.stride_tricks.as_strided(x, shape=(n, length), strides=(HOP * x.strides[0], x.strides[0]),
                                            writeable=False)
@@ -347,10 +352,7 @@ def mfcc_from_log_mel(logmel: np.ndarray) -> np.ndarray:
 
 def _pitch(x: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame (voicing strength, F0 in Hz) from a window-corrected normalised autocorrelation."""
-    need = (n_frames - 1) * HOP + PITCH_FRAME
-    if PITCH_FRAME <= len(x) < need:  # the last spectral frames' pitch frames run past the end
-        x = np.concatenate([x, np.zeros(need - len(x), dtype=x.dtype)])
-    fr = _frames(x, PITCH_FRAME)[:n_frames]
+    fr = _frames(_pitch_input(x, n_frames), PITCH_FRAME)[:n_frames]
     padded = np.empty((len(fr), PITCH_NFFT))  # frames with the FFT's zero padding, written in place
     padded[:, PITCH_FRAME:] = 0.0
     frames = padded[:, :PITCH_FRAME]
@@ -462,19 +464,19 @@ def _rows(x: np.ndarray) -> _Rows:
 
 
 def _pitch_input(x: np.ndarray, n_frames: int) -> np.ndarray:
-    """The samples the pitch frames of ``n_frames`` frames read, padded as ``_pitch`` pads them."""
+    """The samples the pitch frames of ``n_frames`` spectral frames read: a clip shorter than one pitch
+    frame is padded in front (one frame), else the end is padded where the last spectral frames' pitch
+    frames run past it."""
     need = (n_frames - 1) * HOP + PITCH_FRAME
-    if len(x) < PITCH_FRAME:
-        return np.concatenate([np.zeros(PITCH_FRAME - len(x)), x])
-    if len(x) < need:
-        return np.concatenate([x, np.zeros(need - len(x))])
-    return x
+    if PITCH_FRAME <= len(x) < need:
+        return np.concatenate([x, np.zeros(need - len(x), dtype=x.dtype)])
+    return _front_padded(x, PITCH_FRAME)
 
 
 def _rows_kernel(x: np.ndarray) -> _Rows:
     """``_rows_numpy`` by the compiled loops (``_kernel.c``)."""
     x = np.ascontiguousarray(x, dtype=np.float64)
-    xs = x if len(x) >= N_FFT else np.concatenate([np.zeros(N_FFT - len(x)), x])
+    xs = _front_padded(x, N_FFT)
     n = (len(xs) - N_FFT) // HOP + 1
     lld = np.empty((n, _N_LLD))
     logmel = np.empty((n, N_MELS))

@@ -103,12 +103,14 @@ def test_signals_stop_cleanly_with_documented_codes(tiny_model_path, long_wav, s
     assert events[-1]["t"] < 20.0  # it stopped early, not at the end of the file
 
 
-def test_closed_stdout_ends_quietly(tiny_model_path, long_wav):
-    p = subprocess.Popen([sys.executable, "-m", "realtime_ser", "listen", "--replay", str(long_wav), "--pace",
-                          "realtime", "--model", str(tiny_model_path), "--no-dashboard"],
+@pytest.mark.parametrize("pace, wav", [("realtime", "long_wav"), ("fast", "five_minute_wav")])
+def test_closed_stdout_ends_quietly(tiny_model_path, pace, wav, request):
+    """Like `| head -3`: exit 141, nothing on stderr, at real-time pace and in a fast replay."""
+    p = subprocess.Popen([sys.executable, "-m", "realtime_ser", "listen", "--replay", str(request.getfixturevalue(wav)),
+                          "--pace", pace, "--model", str(tiny_model_path), "--no-dashboard"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        head = [p.stdout.readline() for _ in range(3)]  # like `| head -3`
+        head = [p.stdout.readline() for _ in range(3)]
         p.stdout.close()
         err = p.stderr.read()
         p.wait(timeout=TIMEOUT_S)
@@ -165,23 +167,6 @@ def test_signals_stop_a_fast_replay_cleanly(tiny_model_path, five_minute_wav, si
     predictions = [e for e in events if e["type"] == "prediction"]
     assert [e["t_end"] for e in predictions] == [0.5 * (k + 1) for k in range(len(predictions))]  # none lost
     assert events[-1]["t"] < 300.0 and events[-1]["windows"] == len(predictions)
-
-
-def test_closed_stdout_ends_a_fast_replay_quietly(tiny_model_path, five_minute_wav):
-    p = subprocess.Popen([sys.executable, "-m", "realtime_ser", "listen", "--replay", str(five_minute_wav), "--pace",
-                          "fast", "--model", str(tiny_model_path), "--no-dashboard"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        head = [p.stdout.readline() for _ in range(3)]
-        p.stdout.close()
-        err = p.stderr.read()
-        p.wait(timeout=TIMEOUT_S)
-    finally:
-        if p.poll() is None:
-            p.kill()
-    assert all(json.loads(line) for line in head)
-    assert p.returncode == 141
-    assert err == ""
 
 
 def test_predict_mixes_good_and_bad_files(tiny_model_path, speech_wav, tmp_path):

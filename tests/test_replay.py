@@ -34,12 +34,17 @@ def clip_path(tmp_path_factory):
     return write_audio(tmp_path_factory.mktemp("replay") / "clip.wav", speech_clip())
 
 
-def test_three_block_sizes_give_identical_events(tiny_model, tmp_path):
-    # 44.1 kHz stereo with a length that is no multiple of the hop: resampler and flush both matter
+def stereo_44k_clip(tmp_path):
+    """A 44.1 kHz stereo speech clip whose length is no multiple of the hop (resampler and flush matter)."""
     x = speech_clip(2.0, 2.0, tail_s=0.37)
     t = np.arange(int(len(x) * 44_100 / SR)) / 44_100
     x44 = np.interp(t, np.arange(len(x)) / SR, x).astype(np.float32)
-    path = write_audio(tmp_path / "c44.wav", np.stack([x44, 0.5 * x44], axis=1), 44_100)
+    return write_audio(tmp_path / "c44.wav", np.stack([x44, 0.5 * x44], axis=1), 44_100)
+
+
+def test_three_block_sizes_give_identical_events(tiny_model, tmp_path):
+    # 44.1 kHz stereo with a length that is no multiple of the hop: resampler and flush both matter
+    path = stereo_44k_clip(tmp_path)
     tracker = Tracker(model=tiny_model, status_every_s=1.0)
     runs = [list(tracker.replay(path, pace="fast", block_frames=n)) for n in (256, 1000, 44_100)]
     assert comparable(runs[0]) == comparable(runs[1]) == comparable(runs[2])
@@ -178,10 +183,7 @@ def test_realtime_pace_gives_the_events_of_fast_pace(tiny_model, tmp_path):
 
 def test_fast_replay_reads_long_blocks_in_the_callers_thread_with_the_events_of_short_ones(tiny_model, tmp_path):
     # 44.1 kHz stereo, not a multiple of the long read: the last read is short, resampler and flush matter
-    x = speech_clip(2.0, 2.0, tail_s=0.37)
-    t = np.arange(int(len(x) * 44_100 / SR)) / 44_100
-    x44 = np.interp(t, np.arange(len(x)) / SR, x).astype(np.float32)
-    path = write_audio(tmp_path / "c44.wav", np.stack([x44, 0.5 * x44], axis=1), 44_100)
+    path = stereo_44k_clip(tmp_path)
     tracker = Tracker(model=tiny_model, status_every_s=1.0)
     threads_before = threading.active_count()
     default, threads_during = [], []
