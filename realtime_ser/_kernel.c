@@ -269,7 +269,6 @@ static PyObject *k_configure(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_MemoryError, "kernel.configure: no FFT plan");
         goto fail;
     }
-    c.sr = c.sr;
     c.ready = 1;
     cfg = c; /* configured once, at import; a second call replaces the tables (the old ones are kept) */
     Py_RETURN_NONE;

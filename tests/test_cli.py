@@ -81,10 +81,10 @@ def test_replay_stdout_is_json_lines_that_validate(tiny_model_path, speech_wav):
     assert [e["emotion"] for e in events if e["type"] == "change"][:1] == ["sad"]
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signals_stop_cleanly_with_documented_codes(tiny_model_path, long_wav, sig, code):
-    p = subprocess.Popen([sys.executable, "-m", "realtime_ser", "listen", "--replay", str(long_wav), "--pace",
-                          "realtime", "--model", str(tiny_model_path), "--no-dashboard"],
+def signal_after_first_prediction(wav: Path, pace: str, model: Path, sig: int) -> tuple[int, list[dict], str]:
+    """Replay ``wav``, send ``sig`` once a prediction line is out; (exit code, every stdout event, stderr)."""
+    p = subprocess.Popen([sys.executable, "-m", "realtime_ser", "listen", "--replay", str(wav), "--pace", pace,
+                          "--model", str(model), "--no-dashboard"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = [p.stdout.readline()]
@@ -92,13 +92,20 @@ def test_signals_stop_cleanly_with_documented_codes(tiny_model_path, long_wav, s
             lines.append(p.stdout.readline())
             assert lines[-1], "no prediction before the stream ended"
         p.send_signal(sig)
-        out, err = p.communicate(timeout=TIMEOUT_S)
+        out = p.stdout.read()  # not communicate(): it would skip what readline() has buffered already
+        err = p.stderr.read()
+        p.wait(timeout=TIMEOUT_S)
     finally:
         if p.poll() is None:
             p.kill()
-    assert p.returncode == code, err
+    return p.returncode, parse_lines("".join(lines) + out), err
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signals_stop_cleanly_with_documented_codes(tiny_model_path, long_wav, sig, code):
+    returncode, events, err = signal_after_first_prediction(long_wav, "realtime", tiny_model_path, sig)
+    assert returncode == code, err
     assert "Traceback" not in err and err.strip() == ""
-    events = parse_lines("".join(lines) + out)
     assert events[-1]["type"] == "end" and events[-1]["reason"] == "stopped"
     assert events[-1]["t"] < 20.0  # it stopped early, not at the end of the file
 
@@ -145,24 +152,9 @@ def test_fast_replay_through_the_program_entry_writes_what_main_writes(tiny_mode
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signals_stop_a_fast_replay_cleanly(tiny_model_path, five_minute_wav, sig, code):
-    p = subprocess.Popen([sys.executable, "-m", "realtime_ser", "listen", "--replay", str(five_minute_wav), "--pace",
-                          "fast", "--model", str(tiny_model_path), "--no-dashboard"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        lines = [p.stdout.readline()]
-        while '"prediction"' not in lines[-1]:
-            lines.append(p.stdout.readline())
-            assert lines[-1], "no prediction before the stream ended"
-        p.send_signal(sig)
-        out = p.stdout.read()  # not communicate(): it would skip what readline() has buffered already
-        err = p.stderr.read()
-        p.wait(timeout=TIMEOUT_S)
-    finally:
-        if p.poll() is None:
-            p.kill()
-    assert p.returncode == code, err
+    returncode, events, err = signal_after_first_prediction(five_minute_wav, "fast", tiny_model_path, sig)
+    assert returncode == code, err
     assert "Traceback" not in err and err.strip() == ""
-    events = parse_lines("".join(lines) + out)
     assert events[-1]["type"] == "end" and events[-1]["reason"] == "stopped"
     predictions = [e for e in events if e["type"] == "prediction"]
     assert [e["t_end"] for e in predictions] == [0.5 * (k + 1) for k in range(len(predictions))]  # none lost
