@@ -30,8 +30,25 @@ from .errors import ModelError
 from .normalize import NormalizerParams
 from .vad import VadParams
 
-PACKAGE_MODEL_DIR = Path(__file__).resolve().parent.parent / "models"
-DEFAULT_MODEL = PACKAGE_MODEL_DIR / "default.onnx"
+
+
+def shipped_model_path() -> Path:
+    """The shipped ``models/default.onnx``: package data ``realtime_ser.models`` (pyproject.toml maps it to the
+    top-level ``models/``), found with importlib.resources in a wheel and in an editable install alike; a bare
+    checkout on ``sys.path`` (no install) falls back to the ``models/`` beside the package."""
+    from importlib import resources
+
+    try:
+        found = resources.files("realtime_ser.models").joinpath("default.onnx")
+    except ModuleNotFoundError:
+        found = None
+    if isinstance(found, Path) and found.is_file():
+        return found
+    return Path(__file__).resolve().parent.parent / "models" / "default.onnx"
+
+
+DEFAULT_MODEL = shipped_model_path()
+PACKAGE_MODEL_DIR = DEFAULT_MODEL.parent
 REQUIRED_CARD_KEYS = ("labels", "sample_rate", "window_s", "hop_s", "feature_spec", "input_width",
                       "normalization", "vad", "onnx_sha256")
 

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The wheel works with no checkout present: build it, install it into a fresh venv, run predict and
+# listen --replay on generated audio from a temporary directory outside the checkout.
+#
+#   bash scripts/wheel_smoke.sh
+#
+# The venv uses --system-site-packages (the dependencies are already installed; nothing is downloaded),
+# but realtime_ser itself must come from the wheel: the script checks where it was imported from.
+# Set PYTHON to choose the interpreter. Exit code: 0 ok, 1 a step failed (the step says which).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python}
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PIP_PROGRESS_BAR=off
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/realtime-ser-wheel.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+fail() { echo "wheel_smoke: $*" >&2; exit 1; }
+
+echo "wheel_smoke: python -m build --wheel" >&2
+"$PYTHON" -m build --wheel --outdir "$work/dist" . >"$work/build.log" 2>&1 || { tail -30 "$work/build.log" >&2; fail "build failed"; }
+wheel=$(ls "$work"/dist/realtime_ser-*.whl)
+"$PYTHON" -m zipfile -l "$wheel" | grep -q "realtime_ser/models/default.onnx" || fail "the wheel has no realtime_ser/models/default.onnx"
+
+"$PYTHON" -m venv --system-site-packages "$work/venv"
+"$work/venv/bin/python" -m pip install -q --no-deps "$wheel"
+
+cd "$work"  # outside the checkout: nothing of it on sys.path
+where=$("$work/venv/bin/python" -c 'import realtime_ser, realtime_ser.model as m; print(realtime_ser.__file__); print(m.DEFAULT_MODEL)')
+case "$where" in "$work/venv/"*"$work/venv/"*) ;; *) fail "realtime_ser or its model did not come from the wheel: $where";; esac
+"$work/venv/bin/python" - <<'PY'
+import numpy as np, soundfile as sf
+sr = 16_000
+t = np.arange(4 * sr) / sr
+x = sum(np.sin(2 * np.pi * k * 160 * t) / k for k in range(1, 12)) * (0.5 - 0.5 * np.cos(2 * np.pi * 4 * t))
+sf.write("clip.flac", np.concatenate([np.zeros(sr // 2), 0.3 * x / np.max(np.abs(x))]).astype(np.float32), sr)
+PY
+"$work/venv/bin/realtime-ser" predict clip.flac >predict.jsonl || fail "predict exited $?"
+"$work/venv/bin/realtime-ser" listen --replay clip.flac --pace fast --no-dashboard >listen.jsonl || fail "listen --replay exited $?"
+"$work/venv/bin/python" - <<'PY'
+import json
+p = [json.loads(l) for l in open("predict.jsonl")]
+e = [json.loads(l) for l in open("listen.jsonl")]
+assert len(p) == 1 and p[0].get("emotion"), p
+assert e[0]["type"] == "start" and e[-1]["type"] == "end" and e[-1]["reason"] == "end_of_input", (e[0], e[-1])
+assert sum(x["type"] == "prediction" for x in e) == 9, [x["type"] for x in e]
+print(f"wheel_smoke: ok: predict -> {p[0]['emotion']}, listen --replay -> {len(e)} lines")
+PY
