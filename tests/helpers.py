@@ -199,3 +199,20 @@ def parse_lines(text: str, what: str = "") -> list[dict]:
 
 def of_type(events: list[dict], kind: str) -> list[dict]:
     return [e for e in events if e.get("type") == kind]
+
+
+# ---------------------------------------------------------------- comparing implementations
+#
+# THE RULE (docs/testing.md): two implementations of the same arithmetic (the compiled kernel vs the
+# numpy reference, the portable vs the AVX2 build, our reduction vs numpy's, the runtime vs librosa)
+# are compared with ``np.testing.assert_allclose`` and tolerances written in the test, and their
+# discrete decisions (a frame active or voiced, a window speech) as a bounded count of threshold
+# flips (``flips``): never bit identity. Exact equality only for one code path against itself
+# (determinism: the same input twice, another block split, a copy, a cache hit).
+
+
+def flips(a: np.ndarray, b: np.ndarray) -> int:
+    """How many decisions differ between two boolean arrays of one shape (threshold flips)."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    assert a.shape == b.shape, f"decision arrays of different shapes: {a.shape} vs {b.shape}"
+    return int(np.count_nonzero(a != b))

@@ -9,8 +9,10 @@ Training and the runtime both run the kernel when it is built; the numpy code is
 * whole feature vectors, kernel vs reference end to end: ``FEATURE_TOL`` 1e-6 (measured 1e-13:
   the per-frame differences vanish in the float32 cast).
 
-Discrete decisions (voiced, active, the F0 peak) could in principle flip on a 1e-13 difference
-at a threshold; the corpus test counts such windows and allows none in its clips.
+Discrete decisions (voiced, active, the F0 peak, a window's speech) can flip on a 1e-13 difference at a
+threshold; they are compared as a bounded count of flips (``helpers.flips``), never for bit identity
+(the rule in docs/testing.md): the same tests must pass on AVX2, AVX-512 and aarch64 builds, whose libm
+and SIMD loops round differently in the last bit.
 """
 
 from __future__ import annotations
@@ -26,12 +28,16 @@ import pytest
 from realtime_ser import bench, features, vad
 from realtime_ser.audio.windowing import windows_of
 
+from helpers import flips
 from test_features import close, reference_signals, voiced, white
 
 SR = features.SAMPLE_RATE
 LLD_TOL = 1e-9
 SAME_ANALYSIS_TOL = 1e-6
 FEATURE_TOL = 1e-6
+LEVEL_TOL_DB = 1e-9  # a window's level (dBFS): libm log10 vs numpy's SIMD log10 differ in the 16th digit
+MAX_FRAME_FLIPS_PER_1000 = 1  # active/voiced frames that may differ, per 1000 frames compared
+MAX_SPEECH_FLIPS = 1  # windows whose speech decision may differ, in the whole corpus sample
 
 if features._kernel is None:
     if os.environ.get("CI"):
@@ -144,15 +150,16 @@ def test_bad_arguments_raise_instead_of_reading_out_of_bounds():
                            SR, features.F0_REF_HZ, out)
 
 
-def test_the_portable_and_avx2_builds_give_the_same_bits():
-    """Four frames per FFT (AVX2) or two (SSE2): the same arithmetic per frame, so the same values."""
+def test_the_portable_and_avx2_builds_agree():
+    """Several frames per FFT (AVX2, or more with -march=native) or two (SSE2): the same definitions per
+    frame, compared within LLD_TOL like any two implementations (no lane count or bit identity assumed)."""
     try:
         from realtime_ser import _kernel, _kernel_avx2
     except ImportError:
         pytest.skip("the AVX2 build exists on x86-64 only")
     if not _kernel.cpu_has_avx2():
         pytest.skip("this CPU has no AVX2")
-    assert _kernel.lanes() == 2 and _kernel_avx2.lanes() == 4
+    assert _kernel.lanes() >= 1 and _kernel_avx2.lanes() >= _kernel.lanes()
     for k in (_kernel, _kernel_avx2):
         features._configure(k)  # idempotent: the same tables
     x = features._sanitize(np.concatenate([SIGNALS["speech_like"], SIGNALS["voice_in_noise"], SIGNALS["tiny"]]))
@@ -162,7 +169,8 @@ def test_the_portable_and_avx2_builds_give_the_same_bits():
         lld, logmel = np.empty((n, features._N_LLD)), np.empty((n, features.N_MELS))
         k.rows(x, features._pitch_input(x, n), n, logmel, lld)
         results.append((lld, logmel))
-    assert np.array_equal(results[0][0], results[1][0]) and np.array_equal(results[0][1], results[1][1])
+    assert worst(results[1][0], results[0][0]) <= LLD_TOL
+    assert worst(results[1][1], results[0][1]) <= LLD_TOL
 
 
 @pytest.mark.parametrize("choice, expected", [("numpy", "numpy"), ("kernel", "kernel")])
@@ -184,7 +192,7 @@ def test_corpus_windows_match_the_reference(data_root):
             rows = list(csv.DictReader(f))
         for emotion in emotions:
             clips += [data_root / corpus / r["path"] for r in rows if r["emotion"] == emotion][:2]
-    windows = flips = 0
+    windows = frames = frame_flips = speech_flips = 0
     for path in clips:
         x, rate = sf.read(str(path), dtype="float32")
         assert rate == SR
@@ -192,9 +200,15 @@ def test_corpus_windows_match_the_reference(data_root):
         for w in windows_of(x, 2 * SR, SR // 2):
             a = cache.analyze(w.samples, w.end - len(w.samples))
             r = features._assemble(features._rows_numpy(features._sanitize(w.samples)))
-            flips += int(not (np.array_equal(a.voiced, r.voiced) and np.array_equal(a.active, r.active)))
-            assert vad.decide(a) == vad.decide(r)
-            close(features.functionals(a), features._functionals_numpy(r), FEATURE_TOL)
+            frame_flips += flips(a.voiced, r.voiced) + flips(a.active, r.active)
+            frames += 2 * a.n_frames
+            da, dr = vad.decide(a), vad.decide(r)
+            speech_flips += int(da.speech != dr.speech)
+            np.testing.assert_allclose(da.level_dbfs, dr.level_dbfs, rtol=0, atol=LEVEL_TOL_DB)
+            if flips(a.voiced, r.voiced) + flips(a.active, r.active) == 0:  # a flipped frame moves the functionals
+                close(features.functionals(a), features._functionals_numpy(r), FEATURE_TOL)
+                np.testing.assert_allclose(da.voiced_s, dr.voiced_s, rtol=0, atol=1e-12)
             windows += 1
     assert windows >= 40
-    assert flips == 0
+    assert frame_flips * 1000 <= MAX_FRAME_FLIPS_PER_1000 * frames, f"{frame_flips} of {frames} frame decisions flipped"
+    assert speech_flips <= MAX_SPEECH_FLIPS, f"{speech_flips} of {windows} windows changed their speech decision"
