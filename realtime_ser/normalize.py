@@ -135,13 +135,3 @@ def state_from_stats(params: NormalizerParams, mean: np.ndarray, var: np.ndarray
     return {"count": float(min(params.prior_weight + n, params.max_count)), "mean": [float(v) for v in mean],
             "sq": [float(v) for v in var + mean**2], "n_updates": int(n), "prior_share": 0.0}
 
-
-def map_neutral(mean: np.ndarray, var: np.ndarray, neutral_map: dict | None) -> tuple[np.ndarray, np.ndarray]:
-    """Neutral-reading statistics -> the all-emotion statistics the model was trained with, by the
-    population mapping of the card's ``normalization.neutral_map`` (``{"shift": [...], "scale": [...]}``:
-    ``mean + shift * sd``, ``var * scale``); unchanged without one."""
-    if not neutral_map:
-        return mean, var
-    shift = np.asarray(neutral_map["shift"], dtype=np.float64)
-    scale = np.asarray(neutral_map["scale"], dtype=np.float64)
-    return mean + shift * np.sqrt(var), var * scale

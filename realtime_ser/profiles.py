@@ -1,4 +1,6 @@
-"""Speaker profiles: one user's normaliser statistics, remembered between sessions.
+"""list speaker profiles: name, created, seconds of speech, model (delete one by deleting its file)
+
+Speaker profiles: one user's normaliser statistics, remembered between sessions.
 
 A profile is a small versioned JSON file::
 
@@ -248,3 +250,37 @@ def list_profiles() -> list[dict]:
             row["error"] = str(e)
         out.append(row)
     return out
+
+
+# ---------------------------------------------------------------- `realtime-ser profiles`
+
+
+def add_arguments(p) -> None:
+    p.description = ("List the speaker profiles (name, created, seconds of speech, model). Profiles live in "
+                     "the folder printed last; delete one by deleting its NAME.json file.")
+    p.add_argument("--json", action="store_true", help="one JSON object per profile instead of a table")
+
+
+def run(args) -> int:
+    import sys
+
+    rows = list_profiles()
+    out = sys.stdout
+    if args.json:
+        for r in rows:
+            out.write(json.dumps(r) + "\n")
+        out.flush()
+        return 0
+    if rows:
+        width = max(4, *(len(r["name"]) for r in rows))
+        out.write(f"{'name':<{width}}  {'created':<20}  {'speech_s':>8}  model\n")
+        for r in rows:
+            if "error" in r:
+                out.write(f"{r['name']:<{width}}  (unreadable: {r['error']})\n")
+            else:
+                out.write(f"{r['name']:<{width}}  {r['created']:<20}  {r['speech_s']:>8.1f}  {r['model']}\n")
+    else:
+        out.write("no profiles yet; make one with `realtime-ser calibrate --profile NAME`\n")
+    out.write(f"(folder: {profiles_dir()}; delete a profile by deleting its .json file)\n")
+    out.flush()
+    return 0
