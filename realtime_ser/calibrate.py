@@ -21,7 +21,6 @@ import time
 
 import numpy as np
 
-from . import SAMPLE_RATE
 from .errors import ConfigError, InputAudioError, ModelError
 
 log = logging.getLogger(__name__)

@@ -226,10 +226,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .api import load_model, summarize_file
+    from .api import load_model, load_profile, speaker_state, summarize_file
     from .sinks.jsonl import JsonlSink
-
-    from .api import load_profile, speaker_state
 
     model = load_model(args.model)
     cfg = _stream_config(args, model)

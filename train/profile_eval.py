@@ -120,7 +120,7 @@ def extract(root: Path, cache: Path, jobs: int = 2) -> dict:
 
 # ---------------------------------------------------------------- the measurement
 
-from realtime_ser.normalize import NormalizerParams, OnlineNormalizer, speaker_stats  # noqa: E402
+from realtime_ser.normalize import NormalizerParams, OnlineNormalizer, speaker_stats
 
 PRIOR_WEIGHT = 10.0  # as train.evaluate (today's normaliser)
 MAX_COUNT = 1000.0
@@ -144,7 +144,7 @@ class ClipSet:
     duration: np.ndarray
 
     @classmethod
-    def from_cache(cls, data: dict) -> "ClipSet":
+    def from_cache(cls, data: dict) -> ClipSet:
         X, spk, lab, cor, dur = [], [], [], [], []
         for corpus, a in data.items():
             off = a["offsets"]
@@ -309,9 +309,9 @@ def _fold(cs: ClipSet, test_corpus: str, fit, profile_min_s: float) -> list:
         Pe = run_online(model, ex_norm, [cs.X[c] for c in examples])
         bias = {l2: fit_bias(Pe, cs.label[examples], l2=l2) for l2 in BIAS_L2_GRID}
         out.append({"speaker": str(spk), "eligible": True, "corpus": test_corpus, "y": y, "P": P, "bias": bias,
-                    "profile_s": float(cs.duration[prof].sum()), "profile_windows": int(len(PX)),
+                    "profile_s": float(cs.duration[prof].sum()), "profile_windows": len(PX),
                     "examples_s": float(cs.duration[examples].sum()) if examples else 0.0,
-                    "scored_clips": len(scored), "scored_s": float(total), "n_clips": int(len(idx))})
+                    "scored_clips": len(scored), "scored_s": float(total), "n_clips": len(idx)})
     return out
 
 
