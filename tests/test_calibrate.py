@@ -147,3 +147,11 @@ def test_python_api_profile(audio, normalized_model_path, env, monkeypatch):
     tracker.save_profile()
     assert profiles.load("me").normalizer["n_updates"] == before + len(speech)
     assert predict_file(audio["talk"], model=normalized_model_path, profile="me")["speech_windows"] == len(speech)
+
+
+def test_calibrate_dashboard_shows_the_passage_and_a_progress_bar(audio, normalized_model_path, env):
+    r = run(["calibrate", "--replay", audio["reading"], "--model", normalized_model_path, "--profile", "d",
+             "--dashboard"], env)
+    assert r.returncode == 0, r.stderr
+    assert "rainbow" in r.stderr and "speech collected" in r.stderr and "45 / 45 s" in r.stderr
+    assert parse_lines(r.stdout)[0]["name"] == "d"  # stdout stays JSON lines only
