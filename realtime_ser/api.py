@@ -15,6 +15,9 @@ Events are the same dicts the CLI prints as JSON lines (see the README and
 
     predict_file("clip.wav")   # {"file": ..., "emotion": ..., "probabilities": {...}, "speech_s": ...}
 
+    tracker = Tracker(profile="alice")         # start from a speaker profile (``realtime-ser calibrate``)
+    ...; tracker.save_profile()                # keep what this session adapted (atomic write)
+
 Errors are ``realtime_ser.errors.SerError`` subclasses with a one-line message.
 ``listen`` and ``replay`` run the capture and the model in background threads; a
 ``callback`` is called from the caller's thread, in order.
@@ -59,11 +62,23 @@ class Tracker:
 
     def __init__(self, model: ModelLike | str | Path | None = None, smoothing: SmoothingParams | None = None,
                  window_s: float | None = None, hop_s: float | None = None,
-                 status_every_s: float = DEFAULT_STATUS_EVERY_S, queue_s: float = DEFAULT_QUEUE_S) -> None:
+                 status_every_s: float = DEFAULT_STATUS_EVERY_S, queue_s: float = DEFAULT_QUEUE_S,
+                 profile=None) -> None:
         self.model = load_model(model)
         self.config = PipelineConfig(stream=stream_config(self.model, window_s, hop_s, smoothing),
                                      queue_s=queue_s, status_every_s=status_every_s)
         self._pipeline: Pipeline | None = None
+        self.profile = load_profile(profile, self.model)
+
+    def save_profile(self) -> Path | None:
+        """Write the last stream's adapted statistics into the profile (atomic); ``None`` without a profile."""
+        from . import profiles
+
+        proc = self._pipeline.processor if self._pipeline is not None else None
+        if self.profile is None or proc is None or proc.normalizer is None:
+            return None
+        self.profile.absorb(proc, proc.speech_windows * proc.config.hop_s)
+        return profiles.save(self.profile)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -75,6 +90,9 @@ class Tracker:
             status_every_s=self.config.status_every_s, duration_s=duration_s)
         pipeline = Pipeline(source, self.model, cfg)
         self._pipeline = pipeline
+        if self.profile is not None:
+            pipeline.start()
+            self.profile.apply(pipeline.processor)
         events = pipeline.events()
         if callback is None:
             return events
@@ -105,12 +123,32 @@ class Tracker:
             self._pipeline.close()
 
 
-def summarize_file(path: str | Path, model: ModelLike, config: StreamConfig) -> dict:
-    """One file, synchronously (no threads): mean probabilities over its speech windows."""
+def load_profile(profile, model: ModelLike):
+    """``None``, a ``profiles.Profile`` or a profile name/path -> a profile checked against ``model``."""
+    if profile is None:
+        return None
+    from . import profiles
+
+    if isinstance(profile, profiles.Profile):
+        profile.check_model(model)
+        return profile
+    return profiles.load(str(profile), model)
+
+
+def summarize_file(path: str | Path, model: ModelLike, config: StreamConfig, profile=None,
+                   normalizer_state: dict | None = None) -> dict:
+    """One file, synchronously (no threads): mean probabilities over its speech windows. The normaliser
+    starts from ``profile`` (a checked ``profiles.Profile``) or ``normalizer_state`` when given."""
     src = FileSource(path, pace="fast")
     src.open()
     try:
         proc = StreamProcessor(model, src.sample_rate, config)
+        if profile is not None:
+            profile.apply(proc)
+        elif normalizer_state is not None and proc.normalizer is not None:
+            from .normalize import import_state
+
+            import_state(proc.normalizer, normalizer_state)
         total = np.zeros(len(proc.labels))
         speech_samples = 0
         prev_end = 0
@@ -148,8 +186,36 @@ def summarize_file(path: str | Path, model: ModelLike, config: StreamConfig) -> 
     return out
 
 
+def speaker_state(paths, model: ModelLike, config: StreamConfig) -> dict | None:
+    """Normaliser state of one speaker from all the voiced windows of ``paths`` (first pass of
+    ``predict --same-speaker``); ``None`` if the model has no normaliser or there is no speech."""
+    from .calibrate import Collector
+
+    if model.normalizer is None:
+        return None
+    rows = []
+    for path in paths:
+        src = FileSource(path, pace="fast")
+        src.open()
+        try:
+            col = Collector(model, src.sample_rate)
+            col.proc = StreamProcessor(model, src.sample_rate, config)
+            start = 0
+            for data in src.blocks():
+                col.feed(col.proc.ingest(start, data))
+                start += len(data)
+            col.feed(col.proc.finish())
+            rows += col.rows
+        finally:
+            src.close()
+    if not rows:
+        return None
+    col.rows = rows
+    return col.state()
+
+
 def predict_file(path: str | Path, model: ModelLike | str | Path | None = None,
-                 window_s: float | None = None, hop_s: float | None = None) -> dict:
+                 window_s: float | None = None, hop_s: float | None = None, profile=None) -> dict:
     """``{"file", "emotion", "probabilities", "speech_s", "duration_s", "windows", "speech_windows"}``.
 
     ``probabilities`` is the mean of the model's output over the file's speech windows
@@ -158,4 +224,4 @@ def predict_file(path: str | Path, model: ModelLike | str | Path | None = None,
     previous window's end). Raises ``InputAudioError`` for an unreadable file.
     """
     m = load_model(model)
-    return summarize_file(path, m, stream_config(m, window_s, hop_s))
+    return summarize_file(path, m, stream_config(m, window_s, hop_s), profile=load_profile(profile, m))

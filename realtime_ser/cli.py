@@ -53,7 +53,7 @@ EXIT_USAGE = 2
 SIGNAL_EXIT_BASE = 128
 EXIT_OUTPUT_CLOSED = SIGNAL_EXIT_BASE + 13  # 141, as if killed by SIGPIPE
 DASHBOARD_REFRESH_PER_SECOND = 8
-OPTIONAL_COMMANDS = ("bench",)
+OPTIONAL_COMMANDS = ("bench", "calibrate", "profiles")
 """Subcommands contributed by optional modules ``realtime_ser.<name>``: each defines
 ``add_arguments(parser)`` and ``run(args) -> int`` and must be light to import (import
 heavy modules inside ``run``). The module docstring's first line is the help text."""
@@ -78,6 +78,30 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    "(default: the shipped models/default.onnx)")
     p.add_argument("--window", type=float, metavar="S", help="analysis window in seconds (default: the model's, 2.0)")
     p.add_argument("--hop", type=float, metavar="S", help="hop between windows in seconds (default: the model's, 0.5)")
+
+
+def _add_profile_args(p: argparse.ArgumentParser, saves: bool) -> None:
+    p.add_argument("--profile", metavar="NAME", help="start from speaker profile NAME (made by `realtime-ser "
+                   "calibrate`; a name in the user data dir, or a path ending in .json)" +
+                   ("; the adapted statistics are saved into it on exit" if saves else ""))
+    if saves:
+        p.add_argument("--no-save-profile", action="store_true", help="keep the --profile as it is (do not save)")
+
+
+def _save_profile(profile, pipeline) -> None:
+    """After ``listen --profile``: the adapted statistics into the profile (atomic write)."""
+    from . import profiles
+
+    proc = getattr(pipeline, "processor", None)
+    if proc is None or proc.normalizer is None:
+        return
+    profile.absorb(proc, proc.speech_windows * proc.config.hop_s)
+    try:
+        path = profiles.save(profile)
+    except SerError as e:
+        log.error("%s", e)
+        return
+    log.info("profile %s saved to %s", profile.name, path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of audio")
     listen.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=None,
                         help="the live dashboard on stderr (default: on when stderr is a terminal)")
+    _add_profile_args(listen, saves=True)
 
     devices = sub.add_parser("devices", help="list audio input devices (* marks the default)")
     devices.add_argument("--json", action="store_true", help="one JSON object per device instead of a table")
@@ -138,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
                                          "or an error for that file while the others still go through.")
     predict.add_argument("files", nargs="+", metavar="FILE")
     _add_model_args(predict)
+    _add_profile_args(predict, saves=False)
+    predict.add_argument("--same-speaker", action="store_true",
+                         help="the files are one speaker: normalise them together (two passes: the speaker's "
+                              "statistics from every file first, then each file's prediction)")
 
     for name in OPTIONAL_COMMANDS:
         module_name = f"{__package__}.{name}"
@@ -197,16 +226,28 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .api import load_model, summarize_file
+    from .api import load_model, load_profile, speaker_state, summarize_file
     from .sinks.jsonl import JsonlSink
 
     model = load_model(args.model)
     cfg = _stream_config(args, model)
+    if args.profile and args.same_speaker:
+        raise ConfigError("--profile and --same-speaker both set the speaker's statistics; give one of them")
+    profile = load_profile(args.profile, model) if args.profile else None
+    state = None
+    if args.same_speaker:
+        if model.normalizer is None:
+            log.warning("model %s has no speaker normaliser: --same-speaker changes nothing", model.name)
+        else:
+            try:
+                state = speaker_state(args.files, model, cfg)
+            except SerError as e:
+                raise type(e)(f"--same-speaker reads every file first: {e}") from None
     sink = JsonlSink()
     exit_code = EXIT_OK
     for path in args.files:
         try:
-            result = summarize_file(path, model, cfg)
+            result = summarize_file(path, model, cfg, profile=profile, normalizer_state=state)
         except SerError as e:
             log.error("%s", e)
             result = {"file": path, "error": str(e)}
@@ -254,7 +295,10 @@ def cmd_listen(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
+    from .api import load_profile
+
     model = load_model(args.model)
+    profile = load_profile(args.profile, model) if args.profile else None
     try:
         cfg = PipelineConfig(stream=_stream_config(args, model), status_every_s=args.status_every,
                              duration_s=args.duration)
@@ -266,6 +310,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
         source = MicSource(args.device, block_frames=args.block_size)
     pipeline = Pipeline(source, model, cfg)
     pipeline.start()  # opens the device or file: errors here have produced nothing yet
+    if profile is not None:
+        profile.apply(pipeline.processor)
     state["pipeline"] = pipeline
     if state["signum"] is not None:
         pipeline.stop("stopped")
@@ -288,6 +334,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
         events.close()
         if live is not None:
             live.stop()
+        if profile is not None and not args.no_save_profile:
+            _save_profile(profile, pipeline)
     if state["signum"] is not None:
         return SIGNAL_EXIT_BASE + state["signum"]
     return EXIT_OK
@@ -366,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
     run = getattr(args, "run", None) or COMMANDS[args.command]
-    uses_portaudio = args.command == "devices" or (args.command == "listen" and args.replay is None)
+    uses_portaudio = args.command == "devices" or (args.command in ("listen", "calibrate") and args.replay is None)
     try:
         with divert_c_stderr() if uses_portaudio else contextlib.nullcontext():
             return int(run(args) or EXIT_OK)

@@ -98,3 +98,40 @@ def speaker_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and variance of one speaker's feature rows (training-time normalisation)."""
     x = np.asarray(x, dtype=np.float64)
     return x.mean(axis=0), np.maximum(x.var(axis=0), VAR_FLOOR)
+
+
+# ---------------------------------------------------------------- state export / import (speaker profiles)
+
+STATE_KEYS = ("count", "mean", "sq", "n_updates", "prior_share")
+
+
+def export_state(norm: OnlineNormalizer) -> dict:
+    """The normaliser's running statistics as JSON-ready values (``realtime_ser.profiles``)."""
+    return {"count": float(norm.count), "mean": [float(v) for v in norm.mean], "sq": [float(v) for v in norm.sq],
+            "n_updates": int(norm.n_updates), "prior_share": float(norm.prior_share)}
+
+
+def import_state(norm: OnlineNormalizer, state: dict) -> None:
+    """Restore ``export_state`` output; ``ValueError`` for a state that does not fit ``norm.params``."""
+    n = len(norm.params.prior_mean)
+    mean = np.asarray(state["mean"], dtype=np.float64)
+    sq = np.asarray(state["sq"], dtype=np.float64)
+    count, prior_share = float(state["count"]), float(state["prior_share"])
+    if mean.shape != (n,) or sq.shape != (n,):
+        raise ValueError(f"statistics of {mean.size} features, expected {n}")
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(sq)) and np.isfinite(count) and np.isfinite(prior_share)):
+        raise ValueError("statistics are not finite")
+    if not (1.0 <= count <= norm.params.max_count and 0.0 <= prior_share <= 1.0):
+        raise ValueError(f"count {count} or prior share {prior_share} out of range")
+    norm.count, norm.mean, norm.sq = count, mean, sq
+    norm.n_updates, norm.prior_share = int(state["n_updates"]), prior_share
+
+
+def state_from_stats(params: NormalizerParams, mean: np.ndarray, var: np.ndarray, n: int) -> dict:
+    """The state of a speaker whose ``n`` voiced windows have these statistics (a calibration): the
+    adaptation rate as after ``n`` updates, the statistics entirely the speaker's (warm-up complete)."""
+    mean = np.asarray(mean, dtype=np.float64)
+    var = np.maximum(np.asarray(var, dtype=np.float64), VAR_FLOOR)
+    return {"count": float(min(params.prior_weight + n, params.max_count)), "mean": [float(v) for v in mean],
+            "sq": [float(v) for v in var + mean**2], "n_updates": int(n), "prior_share": 0.0}
+
