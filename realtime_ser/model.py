@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,28 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+LABELS_METADATA_KEY = "realtime_ser.labels_sha256"
+"""ONNX ``metadata_props`` key: the sha256 of the card's label list (JSON, in order), written at export
+and checked at load, so a card whose labels were reordered (or belong to another model) is refused."""
+
+
+def labels_checksum(labels) -> str:
+    return hashlib.sha256(json.dumps(list(labels), ensure_ascii=True).encode("ascii")).hexdigest()
+
+
+def with_label_checksum(onnx_bytes: bytes, labels) -> bytes:
+    """The ONNX model with the label list's checksum in its metadata (used by ``train export``)."""
+    import onnx
+
+    model = onnx.load_from_string(onnx_bytes)
+    kept = [p for p in model.metadata_props if p.key != LABELS_METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = LABELS_METADATA_KEY, labels_checksum(labels)
+    return model.SerializeToString()
+
+
 def card_path_for(onnx_path: Path) -> Path:
     return onnx_path.with_suffix(".json")
 
@@ -79,11 +102,15 @@ def read_card(card_path: Path) -> dict:
     missing = [k for k in REQUIRED_CARD_KEYS if k not in card]
     if missing:
         raise ModelError(f"model card {card_path} lacks {', '.join(missing)}; re-export the model with `python -m train export`")
-    spec_hash = (card.get("feature_spec") or {}).get("hash")
+    _check_card_types(card, card_path)
+    spec_hash = card["feature_spec"].get("hash")
     if spec_hash != features.SPEC_HASH:
         raise ModelError(f"model card {card_path} was trained on feature spec {spec_hash!r} but this realtime-ser "
                          f"computes {features.SPEC_HASH!r}; retrain the model (`python -m train export`) or install "
                          f"the realtime-ser version it was made with")
+    if type(card["input_width"]) is not int:
+        raise ModelError(f"model card {card_path}: input_width must be an integer, got "
+                         f"{json.dumps(card['input_width'])} ({type(card['input_width']).__name__}); re-export the model")
     if card["input_width"] != features.N_FEATURES:
         raise ModelError(f"model card {card_path} says input width {card['input_width']} but the features have "
                          f"{features.N_FEATURES}; retrain the model")
@@ -95,6 +122,43 @@ def read_card(card_path: Path) -> dict:
             and len(set(labels)) == len(labels)):
         raise ModelError(f"model card {card_path}: labels must be a non-empty list of distinct strings")
     return card
+
+
+CARD_WINDOW_RANGE_S = (0.5, 10.0)  # the runtime's window limits (stream.MIN_WINDOW_S, MAX_WINDOW_S)
+
+
+def _check_card_types(card: dict, card_path: Path) -> None:
+    """Each card field has the JSON type the runtime uses (a card fault is a ModelError naming the card,
+    never a traceback nor a message about a command-line flag nobody passed)."""
+    def fault(what: str) -> ModelError:
+        return ModelError(f"model card {card_path}: {what}; re-export the model with `python -m train export`")
+
+    if not isinstance(card["feature_spec"], dict):
+        raise fault(f"feature_spec must be an object with a hash, got {type(card['feature_spec']).__name__}")
+    if not isinstance(card["normalization"], dict):
+        raise fault(f"normalization must be an object with a type, got {json.dumps(card['normalization'])}")
+    if not isinstance(card["vad"], dict):
+        raise fault(f"vad must be an object, got {json.dumps(card['vad'])}")
+    for key in ("window_s", "hop_s"):
+        value = card[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise fault(f"{key} must be a positive number of seconds, got {json.dumps(value)}")
+    lo, hi = CARD_WINDOW_RANGE_S
+    if not lo <= card["window_s"] <= hi:
+        raise fault(f"window_s {card['window_s']:g} is outside the runtime's {lo:g}-{hi:g} s")
+    if card["hop_s"] > card["window_s"]:
+        raise fault(f"hop_s {card['hop_s']:g} is longer than window_s {card['window_s']:g}")
+    if not isinstance(card["onnx_sha256"], str):
+        raise fault(f"onnx_sha256 must be a string, got {json.dumps(card['onnx_sha256'])}")
+
+
+def _quiet_onnxruntime(ort) -> None:
+    """No telemetry (a voice tool sends nothing and writes no device id under $HOME), logs at error only."""
+    try:
+        ort.disable_telemetry_events()
+        ort.set_default_logger_severity(3)
+    except Exception:  # noqa: BLE001 (older onnxruntime without these)
+        pass
 
 
 @dataclass
@@ -148,6 +212,7 @@ class Model:
 
         import onnxruntime as ort  # heavy: imported only when a model is really loaded
 
+        _quiet_onnxruntime(ort)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
@@ -168,6 +233,13 @@ class Model:
         if not prob_outputs:
             raise ModelError(f"model {path} has no probability output; export it with zipmap off")
         labels = tuple(card["labels"])
+        try:
+            stored = session.get_modelmeta().custom_metadata_map.get(LABELS_METADATA_KEY)
+        except Exception:  # noqa: BLE001 (metadata unreadable: treated as absent)
+            stored = None
+        if stored is not None and stored != labels_checksum(labels):
+            raise ModelError(f"model card for {path}: its labels {list(labels)} are not the ones (or not in the order) "
+                             f"the model was exported with; restore the card from the same export")
         normalization = card["normalization"]
         normalizer = None
         if normalization.get("type") == "online_speaker":

@@ -120,7 +120,9 @@ def build_model(directory: Path, kind: str = "pitch", labels: Sequence[str] = PI
                           options={id(clf): {"zipmap": False}}, target_opset=17)
     directory.mkdir(parents=True, exist_ok=True)
     onnx_path = directory / f"{name}.onnx"
-    onnx_path.write_bytes(onx.SerializeToString())
+    from realtime_ser.model import with_label_checksum
+
+    onnx_path.write_bytes(with_label_checksum(onx.SerializeToString(), labels))
     card = {
         "name": name,
         "labels": list(labels),

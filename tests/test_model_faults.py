@@ -62,6 +62,13 @@ def _fault(path: Path, fault: str) -> None:
     elif fault == "labels differ from outputs":
         card["labels"] = card["labels"] + ["surprised"]
         _write_card(path, card)
+    elif fault in CARD_VALUE_FAULTS:
+        key, value = CARD_VALUE_FAULTS[fault]
+        card[key] = value
+        _write_card(path, card)
+    elif fault == "labels reordered":
+        card["labels"] = card["labels"][1:] + card["labels"][:1]
+        _write_card(path, card)
     elif fault == "onnx truncated":
         path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
         _resign(path)
@@ -74,7 +81,23 @@ def _fault(path: Path, fault: str) -> None:
         raise AssertionError(fault)
 
 
+CARD_VALUE_FAULTS = {  # issue 12: each gave a traceback or blamed a flag nobody passed
+    "window_s null": ("window_s", None),
+    "window_s 1e6": ("window_s", 1e6),
+    "normalization null": ("normalization", None),
+    "normalization a string": ("normalization", "none"),
+    "feature_spec a string": ("feature_spec", "ser-functionals"),
+    "input_width a string": ("input_width", "299"),
+}
+
 FAULTS = {
+    "window_s null": "window_s",
+    "window_s 1e6": "window_s",
+    "normalization null": "normalization",
+    "normalization a string": "normalization",
+    "feature_spec a string": "feature_spec",
+    "input_width a string": "input_width must be an integer",
+    "labels reordered": "not in the order",
     "card missing": "card",
     "card not json": "json",
     "card lacks keys": "lacks labels",
@@ -149,3 +172,30 @@ def test_no_module_unpickles_models():
             if isinstance(node, ast.keyword) and node.arg == "allow_pickle" and getattr(node.value, "value", False):
                 offenders.append(f"{path.name}: allow_pickle=True")
     assert offenders == []
+
+
+@pytest.mark.parametrize("fault", sorted(CARD_VALUE_FAULTS) + ["labels reordered"])
+def test_cli_card_faults_exit_4_naming_the_card(model_copy: Path, tmp_path: Path, fault: str):
+    """A card fault is exit 4 with one line naming the card, never exit 2 about --window."""
+    import subprocess
+
+    from helpers import cli_command, write_audio, voice
+
+    _fault(model_copy, fault)
+    wav = write_audio(tmp_path / "v.wav", voice(180.0, 2.5))
+    run = subprocess.run(cli_command() + ["listen", "--replay", str(wav), "--pace", "fast", "--no-dashboard",
+                                          "--model", str(model_copy)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 4, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("realtime-ser: error: "), run.stderr
+    assert "--window" not in lines[0] and str(model_copy.with_suffix("")) in lines[0]
+    assert run.stdout == ""
+
+
+def test_shipped_model_carries_its_label_checksum():
+    import onnx
+
+    from realtime_ser.model import DEFAULT_MODEL, LABELS_METADATA_KEY, labels_checksum, read_card
+
+    props = {p.key: p.value for p in onnx.load(str(DEFAULT_MODEL)).metadata_props}
+    assert props[LABELS_METADATA_KEY] == labels_checksum(read_card(DEFAULT_MODEL.with_suffix(".json"))["labels"])

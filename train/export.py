@@ -29,7 +29,7 @@ import numpy as np
 
 from realtime_ser import features
 from realtime_ser.errors import SerError
-from realtime_ser.model import Model
+from realtime_ser.model import Model, with_label_checksum
 from realtime_ser.vad import VadParams
 
 from .data import CORPORA, corpus_labels, load_manifest
@@ -222,6 +222,7 @@ def export(*, data_root: Path, out_dir: Path, recipe: str, mode: str, report: di
 
     t0 = time.perf_counter()
     onnx_bytes = to_onnx(pipe)
+    onnx_bytes = with_label_checksum(onnx_bytes, labels)  # issue 12: the label order is checked at load
     timing["convert_s"] = time.perf_counter() - t0
     if len(onnx_bytes) > MAX_MODEL_BYTES:
         raise ExportError(f"the ONNX model is {len(onnx_bytes) / 1e6:.1f} MB, over the {MAX_MODEL_BYTES / 1e6:.0f} MB "
