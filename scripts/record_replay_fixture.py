@@ -10,7 +10,6 @@ a new feature spec. tests/test_replay_fixture.py compares a fresh replay with th
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
