@@ -145,9 +145,10 @@ def test_bad_arguments_raise_instead_of_reading_out_of_bounds():
     out = np.empty(features.N_FEATURES - 1, np.float32)
     a = features.analyze(voiced(2.0))
     with pytest.raises(ValueError, match="out"):
-        kernel.functionals(a.lld, a.logmel, a.active, a.voiced, features._N_LLD, features._KERNEL_COLUMNS,
-                           a.level_db, features._DCT_COLSUM, features._DELTA_W, features._QUANTILES, features.HOP,
-                           SR, features.F0_REF_HZ, out)
+        kernel.functionals(a.lld, a.logmel, a.active, a.voiced, a.level_db, out)
+    with pytest.raises(ValueError, match="logmel"):
+        kernel.functionals(a.lld, a.logmel[:-1], a.active, a.voiced, a.level_db,
+                           np.empty(features.N_FEATURES, np.float32))
 
 
 def test_the_portable_and_avx2_builds_agree():
@@ -212,3 +213,25 @@ def test_corpus_windows_match_the_reference(data_root):
     assert windows >= 40
     assert frame_flips * 1000 <= MAX_FRAME_FLIPS_PER_1000 * frames, f"{frame_flips} of {frames} frame decisions flipped"
     assert speech_flips <= MAX_SPEECH_FLIPS, f"{speech_flips} of {windows} windows changed their speech decision"
+
+
+def test_the_build_carries_the_spec_it_was_generated_from():
+    """The layout is written once (features/spec.py): the kernel's header is generated from it at build time."""
+    assert features._kernel.spec_hash() == features.SPEC_HASH
+
+
+def test_configure_refuses_another_spec_and_names_a_missing_item():
+    from realtime_ser.features import kernel as binding
+
+    k = features._kernel
+    with pytest.raises(ValueError, match="feature spec"):
+        k.configure({**binding.kernel_config(), "spec_hash": "0" * 16})
+    config = binding.kernel_config()
+    del config["delta_w"]
+    with pytest.raises(ValueError, match="delta_w"):
+        k.configure(config)
+    with pytest.raises(ValueError, match="melfb"):
+        k.configure({**binding.kernel_config(), "melfb": np.zeros(3)})
+    binding.configure(k)  # the refused calls left the configuration as it was
+    x = SIGNALS["speech_like"]
+    close(features.extract(x), reference_extract(x), FEATURE_TOL)

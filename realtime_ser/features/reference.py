@@ -1,13 +1,11 @@
-"""The one feature implementation, shared by training and the runtime.
+"""The numpy reference implementation of the features (and the fallback where the kernel is not built).
 
 Input: one analysis window of 16 kHz mono float32 audio (normally 2.0 s).
-Output: a fixed-length float32 vector (``FEATURE_NAMES`` names every element).
+Output: a fixed-length float32 vector (``spec.FEATURE_NAMES`` names every element).
 
-Two implementations of the same definitions: the numpy code in this module (the reference,
-and the fallback) and its compiled loops in ``_kernel.c`` (about three times faster; used by
-training and the runtime alike whenever it is built; ``IMPLEMENTATION`` says which runs).
-``tests/test_kernel.py`` bounds their differences. No librosa at run time (no numba JIT
-start-up), no threads, no state.
+The compiled kernel (``kernel.py``, ``realtime_ser/_kernel.c``) re-implements these loops;
+``tests/test_kernel.py`` bounds their differences. No librosa at run time (no numba JIT start-up),
+no threads, no state.
 
 The MFCC stage reproduces ``librosa.feature.mfcc`` (slaney mel filterbank, power
 spectrum, ``10*log10`` with ``amin=1e-10`` and no ``top_db`` clipping, DCT-II ortho);
@@ -34,141 +32,55 @@ Design, in the spirit of eGeMAPS / ComParE functionals but at ~1 ms a window:
   frame-to-frame change; pitch also gets range and slope; rhythm gets the rate and mean
   length of voiced segments.
 
-Changing anything here changes ``FEATURE_SPEC`` and so ``SPEC_HASH``; a model trained on
-another spec is refused at load (``realtime_ser.model``).
+The parameters and the layout are in ``spec.py``; the tables derived from them (filterbank, DCT,
+windows, bands) are here, and ``kernel.py`` hands the same tables to the compiled loops.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
-# The implementation that runs: REALTIME_SER_FEATURES=numpy forces the reference, =kernel the portable build
-# of the compiled loops (realtime_ser/_kernel.c); by default the fastest one this CPU runs.
-_CHOICE = os.environ.get("REALTIME_SER_FEATURES", "").strip().lower()
-try:
-    from . import _kernel
-except ImportError:  # not built (no C compiler at install time): the numpy reference runs instead
-    _kernel = None
-if _kernel is not None and _CHOICE not in ("kernel", "numpy") and _kernel.cpu_has_avx2():
-    try:
-        from . import _kernel_avx2 as _kernel
-    except ImportError:  # not built (not x86-64, or the compiler refused -mavx2)
-        pass
-if _CHOICE == "numpy":
-    _kernel = None
-
-SAMPLE_RATE = 16_000
-HOP = 160  # 10 ms frame hop for every LLD
-
-# Spectral analysis (matches librosa.feature.melspectrogram(n_fft=512, hop_length=160,
-# win_length=400, window="hann", center=False, power=2.0, n_mels=40, fmin=20, fmax=8000)).
-N_FFT = 512
-WIN_LENGTH = 400
-N_MELS = 40
-FMIN = 20.0
-FMAX = 8000.0
-N_MFCC = 20
-AMIN = 1e-10
-DELTA_WIDTH = 2  # regression deltas over +-2 frames
-
-# Pitch analysis.
-PITCH_FRAME = 640  # 40 ms: two periods of a 50 Hz voice
-PITCH_NFFT = 1024  # >= frame + max lag, so the FFT autocorrelation does not wrap
-F0_MIN = 60.0
-F0_MAX = 600.0
-VOICING_THRESHOLD = 0.45  # normalised autocorrelation peak for a voiced frame
-OCTAVE_TOLERANCE = 0.9  # pick the shortest lag whose peak reaches this share of the best
-F0_REF_HZ = 27.5  # semitone reference (A0)
-
-# Frame activity.
-ACTIVE_RANGE_DB = 40.0  # frames quieter than loudest-minus-this are inactive
-ACTIVE_FLOOR_DBFS = -65.0  # and so is anything below this absolute level
-ENERGY_FLOOR_DBFS = -200.0  # energy of a digitally silent frame
-
-PERCENTILES = (10.0, 50.0, 90.0)
-
-SPECTRAL_LLDS = (
-    "energy_rel_db",
-    "centroid_khz",
-    "spread_khz",
-    "rolloff85_khz",
-    "flatness_db",
-    "entropy",
-    "flux_db",
-    "slope_db_per_band",
-    "alpha_ratio_db",
-    "hammarberg_db",
-    "zcr",
+from .spec import (
+    ACTIVE_FLOOR_DBFS,
+    ACTIVE_RANGE_DB,
+    AMIN,
+    DELTA_WIDTH,
+    ENERGY_FLOOR_DBFS,
+    F0_MAX,
+    F0_MIN,
+    F0_REF_HZ,
+    FLUX_LLD,
+    FMAX,
+    FMIN,
+    HOP,
+    N_FFT,
+    N_MELS,
+    N_MFCC,
+    OCTAVE_TOLERANCE,
+    PERCENTILES,
+    PITCH_FEATURES,
+    PITCH_FRAME,
+    PITCH_NFFT,
+    SAMPLE_RATE,
+    SHAPE_COLUMNS,
+    SPECTRAL_LLDS,
+    VOICE_FEATURES,
+    VOICING_THRESHOLD,
+    WIN_LENGTH,
 )
-FRAME_FUNCTIONALS = ("mean", "std", "p10", "p50", "p90", "dabs")
-PITCH_FEATURES = (
-    "f0_st_mean",
-    "f0_st_std",
-    "f0_st_p10",
-    "f0_st_p50",
-    "f0_st_p90",
-    "f0_st_range",
-    "f0_st_slope_per_s",
-    "f0_st_dabs",
-)
-VOICE_FEATURES = (
-    "voiced_fraction",
-    "voicing_strength_mean",
-    "hnr_db_mean",
-    "hnr_db_std",
-    "voiced_segment_rate_hz",
-    "voiced_segment_mean_s",
-)
+from .spec import L_ENERGY as _L_ENERGY
+from .spec import L_F0 as _L_F0
+from .spec import L_MFCC as _L_MFCC
+from .spec import L_SHAPE as _L_SHAPE
+from .spec import L_VOICING as _L_VOICING
+from .spec import L_ZCR as _L_ZCR
+from .spec import N_LLD as _N_LLD
 
-
-def _names() -> tuple[str, ...]:
-    names: list[str] = []
-    names += [f"mfcc{i}_{f}" for i in range(N_MFCC) for f in FRAME_FUNCTIONALS]
-    names += [f"dmfcc{i}_std" for i in range(N_MFCC)]
-    names += [f"logmel{i}_{f}" for i in range(N_MELS) for f in ("mean", "std")]
-    for lld in SPECTRAL_LLDS:
-        # The relative energy's mean is 0 by construction: leave it out.
-        names += [f"{lld}_{f}" for f in FRAME_FUNCTIONALS if not (lld == "energy_rel_db" and f == "mean")]
-    names += list(PITCH_FEATURES) + list(VOICE_FEATURES)
-    return tuple(names)
-
-
-FEATURE_NAMES: tuple[str, ...] = _names()
-N_FEATURES = len(FEATURE_NAMES)
-
-FEATURE_SPEC: dict = {
-    "name": "ser-functionals",
-    "version": 1,
-    "sample_rate": SAMPLE_RATE,
-    "hop": HOP,
-    "n_fft": N_FFT,
-    "win_length": WIN_LENGTH,
-    "n_mels": N_MELS,
-    "fmin": FMIN,
-    "fmax": FMAX,
-    "n_mfcc": N_MFCC,
-    "amin": AMIN,
-    "delta_width": DELTA_WIDTH,
-    "pitch_frame": PITCH_FRAME,
-    "pitch_nfft": PITCH_NFFT,
-    "f0_min": F0_MIN,
-    "f0_max": F0_MAX,
-    "voicing_threshold": VOICING_THRESHOLD,
-    "octave_tolerance": OCTAVE_TOLERANCE,
-    "f0_ref_hz": F0_REF_HZ,
-    "active_range_db": ACTIVE_RANGE_DB,
-    "active_floor_dbfs": ACTIVE_FLOOR_DBFS,
-    "percentiles": list(PERCENTILES),
-    "names": list(FEATURE_NAMES),
-}
-SPEC_HASH = hashlib.sha256(json.dumps(FEATURE_SPEC, sort_keys=True).encode()).hexdigest()[:16]
-
+_SHAPE_COLUMNS = SHAPE_COLUMNS
+_SHAPE = {name: i for i, name in enumerate(SHAPE_COLUMNS)}
 
 # ---------------------------------------------------------------- constant tables
 
@@ -270,19 +182,6 @@ _LN_N_BINS = float(np.log(1 + N_FFT // 2))
 _SPEC_CORE = slice((N_FFT - WIN_LENGTH) // 2, (N_FFT + WIN_LENGTH) // 2)
 _POWER_EPS = 1e-20  # added to the power spectrum before ratios and logs
 _FRAME_SPAN = max(N_FFT, PITCH_FRAME)  # samples of one frame's analyses (spectrum and pitch)
-
-# Per-frame shape LLDs (columns of ``FrameAnalysis.shape``): functions of one frame's power
-# spectrum and log-mel only, so they are cached per frame by ``FrameCache``.
-_SHAPE_COLUMNS = ("centroid_khz", "spread_khz", "rolloff85_khz", "flatness_db", "entropy", "slope_db_per_band",
-                  "alpha_ratio_db", "hammarberg_db")
-_SHAPE = {name: i for i, name in enumerate(_SHAPE_COLUMNS)}
-
-# Tables in the kernel's layout: C-contiguous, the mel filters' non-zero bin ranges, the bands as bin ranges.
-_MEL_FB_C = np.ascontiguousarray(_MEL_FB)
-_DCT_C = np.ascontiguousarray(_DCT)
-_KERNEL_BANDS = tuple(v for band in (_BAND_50_1000, _BAND_1_5K, _BAND_0_2K, _BAND_2_5K) for v in (band.start, band.stop))
-
-
 
 # ---------------------------------------------------------------- frame analysis
 
@@ -405,31 +304,6 @@ def _shape_llds(power: np.ndarray, logmel: np.ndarray) -> np.ndarray:
     return np.column_stack([centroid, spread, rolloff, flatness, entropy, slope, alpha, hammarberg])
 
 
-# Columns of the per-frame descriptor matrix (``_Rows.lld``); ``FrameAnalysis`` fields are views of it.
-_L_MFCC = slice(0, N_MFCC)
-_L_SHAPE = slice(N_MFCC, N_MFCC + len(_SHAPE_COLUMNS))
-_L_ENERGY, _L_ZCR, _L_VOICING, _L_F0 = range(_L_SHAPE.stop, _L_SHAPE.stop + 4)
-_N_LLD = _L_F0 + 1
-
-def _configure(kernel) -> None:
-    """Hand the constants and tables over to a build of the compiled loops (once, at import)."""
-    kernel.configure(HOP, _WINDOW, _SPEC_CORE.start, WIN_LENGTH, _PITCH_WIN, PITCH_NFFT, _MEL_FB_C, N_MELS, _DCT_C,
-                     N_MFCC, _FREQS_KHZ, _FREQS_KHZ_SQ, _MEL_SLOPE_W, _KERNEL_BANDS, AMIN, _POWER_EPS,
-                     ENERGY_FLOOR_DBFS, _WIN_ACF, _LAG_MIN, _LAG_MAX, OCTAVE_TOLERANCE, float(SAMPLE_RATE), _N_LLD,
-                     (_L_MFCC.start, _L_SHAPE.start, _L_ENERGY, _L_ZCR, _L_VOICING, _L_F0))
-
-
-if _kernel is not None:
-    try:
-        _configure(_kernel)
-    except RuntimeError as e:  # a build whose C and C++ halves disagree: run the reference rather than crash
-        import logging
-
-        logging.getLogger("realtime_ser").warning("feature kernel unusable (%s): using the numpy reference", e)
-        _kernel = None
-IMPLEMENTATION = "numpy" if _kernel is None else _kernel.__name__.rsplit(".", 1)[-1].lstrip("_")
-
-
 @dataclass(frozen=True)
 class _Rows:
     """Descriptors of consecutive frames that each depend on one frame's samples only (rows = frames)."""
@@ -458,11 +332,6 @@ def _power(spec: np.ndarray) -> np.ndarray:
     return parts[:, ::2] + parts[:, 1::2]
 
 
-def _rows(x: np.ndarray) -> _Rows:
-    """Descriptors of the frames that start at ``x[j * HOP]`` (``x`` float64 and finite)."""
-    return _rows_kernel(x) if _kernel is not None else _rows_numpy(x)
-
-
 def _pitch_input(x: np.ndarray, n_frames: int) -> np.ndarray:
     """The samples the pitch frames of ``n_frames`` spectral frames read: a clip shorter than one pitch
     frame is padded in front (one frame), else the end is padded where the last spectral frames' pitch
@@ -471,17 +340,6 @@ def _pitch_input(x: np.ndarray, n_frames: int) -> np.ndarray:
     if PITCH_FRAME <= len(x) < need:
         return np.concatenate([x, np.zeros(need - len(x), dtype=x.dtype)])
     return _front_padded(x, PITCH_FRAME)
-
-
-def _rows_kernel(x: np.ndarray) -> _Rows:
-    """``_rows_numpy`` by the compiled loops (``_kernel.c``)."""
-    x = np.ascontiguousarray(x, dtype=np.float64)
-    xs = _front_padded(x, N_FFT)
-    n = (len(xs) - N_FFT) // HOP + 1
-    lld = np.empty((n, _N_LLD))
-    logmel = np.empty((n, N_MELS))
-    _kernel.rows(xs, _pitch_input(x, n), n, logmel, lld)
-    return _Rows(power=None, logmel=logmel, lld=lld)
 
 
 def _rows_numpy(x: np.ndarray) -> _Rows:
@@ -521,71 +379,6 @@ def _assemble(r: _Rows) -> FrameAnalysis:
     return FrameAnalysis(energy_db=energy_db, active=active, voiced=voiced, voicing=voicing, f0_hz=lld[:, _L_F0],
                          logmel=r.logmel, power=r.power, zcr=lld[:, _L_ZCR], level_db=level, mfcc=lld[:, _L_MFCC],
                          shape=lld[:, _L_SHAPE], lld=lld)
-
-
-def analyze(window: np.ndarray) -> FrameAnalysis:
-    """Frame-level descriptors of a window of 16 kHz mono audio (at least 40 ms)."""
-    return _assemble(_rows(_sanitize(window)))
-
-
-def _same_samples(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether two 1-D sample arrays of one dtype are identical (the kernel compares bytes: same bits)."""
-    if _kernel is not None and a.flags.c_contiguous and b.flags.c_contiguous:
-        return _kernel.same(a, b)
-    return bool(np.array_equal(a, b))
-
-
-class FrameCache:
-    """``analyze`` for the overlapping windows of one stream, analysing only the frames that are new.
-
-    Every frame descriptor except the window-level parts (activity, level, voiced frames;
-    in ``functionals`` the level-relative values, the first frame's flux and the delta
-    edges) is a function of one frame's samples. Frames sit at ``start + j * HOP`` stream
-    samples, so when a window starts a whole number of hops after the previous one and
-    holds the same samples where they overlap, the frames they share are taken from the
-    previous window and only the new ones are analysed: the result equals
-    ``analyze(window)`` (``tests/test_features.py`` checks it). Any other window (another
-    phase, such as the final partial window of a file; no overlap; other samples; a length
-    that is not a whole number of hops) is analysed whole. Pure: no threads, no clocks.
-    """
-
-    def __init__(self) -> None:
-        self._start: int | None = None  # stream sample of the cached window's first sample
-        self._raw: np.ndarray | None = None  # that window's samples, as given
-        self._rows: _Rows | None = None
-        self.frames_analysed = 0
-        self.frames_reused = 0
-
-    def reset(self) -> None:
-        self._start = self._raw = self._rows = None
-
-    def analyze(self, window: np.ndarray, start: int) -> FrameAnalysis:
-        """Like ``analyze(window)``, for a window whose first sample is stream sample ``start``
-        (negative when the window reaches back before the stream began, into zero padding)."""
-        raw = np.asarray(window).reshape(-1)
-        rows = self._reuse(raw, int(start))
-        if rows is None:
-            rows = _rows(_sanitize(raw))
-            self.frames_analysed += len(rows)
-        if len(raw) % HOP == 0 and len(raw) >= _FRAME_SPAN:
-            self._start, self._raw, self._rows = int(start), raw.copy(), rows
-        else:
-            self.reset()
-        return _assemble(rows)
-
-    def _reuse(self, raw: np.ndarray, start: int) -> _Rows | None:
-        if self._rows is None or raw.shape != self._raw.shape or raw.dtype != self._raw.dtype:
-            return None
-        shift = start - self._start
-        if shift <= 0 or shift % HOP:
-            return None
-        kept = self._rows.tail(shift // HOP)
-        if len(kept) == 0 or not _same_samples(raw[: len(raw) - shift], self._raw[shift:]):
-            return None
-        new = _rows(_sanitize(raw[len(kept) * HOP :]))
-        self.frames_analysed += len(new)
-        self.frames_reused += len(kept)
-        return kept.extend(new)
 
 
 # ---------------------------------------------------------------- functionals
@@ -697,27 +490,10 @@ def _voice_features(a: FrameAnalysis) -> np.ndarray:
 # MFCC, then SPECTRAL_LLDS), then MFCC deltas and log-mel (mean and std only).
 _N_FRAMEWISE = N_MFCC + len(SPECTRAL_LLDS)
 _C_LLD = N_MFCC  # first spectral LLD column
-_C_FLUX = _C_LLD + SPECTRAL_LLDS.index("flux_db")
+_C_FLUX = _C_LLD + SPECTRAL_LLDS.index(FLUX_LLD)
 _C_SLOPE = _C_LLD + SPECTRAL_LLDS.index("slope_db_per_band")
 _C_DELTA = slice(_N_FRAMEWISE, _N_FRAMEWISE + N_MFCC)
 _C_LOGMEL = slice(_C_DELTA.stop, _C_DELTA.stop + N_MELS)
-
-
-_KERNEL_COLUMNS = (_L_MFCC.start, _L_SHAPE.start, _L_ENERGY, _L_ZCR, _L_VOICING, _L_F0)
-
-
-def functionals(a: FrameAnalysis) -> np.ndarray:
-    """The fixed-length feature vector (``N_FEATURES`` float32) of an analysed window."""
-    if _kernel is not None and a.lld is not None:
-        return _functionals_kernel(a)
-    return _functionals_numpy(a)
-
-
-def _functionals_kernel(a: FrameAnalysis) -> np.ndarray:
-    out = np.empty(N_FEATURES, dtype=np.float32)
-    _kernel.functionals(a.lld, a.logmel, a.active, a.voiced, _N_LLD, _KERNEL_COLUMNS, float(a.level_db),
-                        _DCT_COLSUM, _DELTA_W, _QUANTILES, HOP, SAMPLE_RATE, F0_REF_HZ, out)
-    return out
 
 
 def _functionals_numpy(a: FrameAnalysis) -> np.ndarray:
@@ -760,7 +536,3 @@ def _functionals_numpy(a: FrameAnalysis) -> np.ndarray:
     out = np.concatenate(parts).astype(np.float32)
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
-
-def extract(window: np.ndarray) -> np.ndarray:
-    """Feature vector of one window: ``functionals(analyze(window))``."""
-    return functionals(analyze(window))
