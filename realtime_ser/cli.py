@@ -104,7 +104,7 @@ def _save_profile(profile, pipeline) -> None:
     log.info("profile %s saved to %s", profile.name, path)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Real-time speech-emotion tracking: audio in, JSON lines out (stdout), "
                                "a live dashboard on stderr.",
@@ -168,9 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the files are one speaker: normalise them together (two passes: the speaker's "
                               "statistics from every file first, then each file's prediction)")
 
+    words = set(sys.argv[1:] if argv is None else argv)
     for name in OPTIONAL_COMMANDS:
         module_name = f"{__package__}.{name}"
-        if importlib.util.find_spec(module_name) is None:
+        found = importlib.util.find_spec(module_name)
+        if found is None:
+            continue
+        if name not in words and found.origin:  # not this run's command: its help line, read, not imported
+            with open(found.origin, encoding="utf-8") as source:
+                sub.add_parser(name, help=source.readline().strip().strip('"').strip())
             continue
         module = importlib.import_module(module_name)
         doc = (module.__doc__ or name).strip().splitlines()[0]
@@ -410,7 +416,7 @@ def _setup_logging(verbosity: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
     run = getattr(args, "run", None) or COMMANDS[args.command]
