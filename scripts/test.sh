@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite, exactly as CI does (bash .ci/run adds the Debian packages first).
 #
-#   bash scripts/test.sh [pytest arguments...]
+#   bash scripts/test.sh [--lane fast|slow|all] [pytest arguments...]
 #
+# --lane (default all: the whole suite, the README's test command): fast = every test not marked slow, live
+# or corpus (pure and CLI tests, about a minute; no PulseAudio started), slow = those (tests/conftest.py
+# sorts them; docs/testing.md). TEST_INSTALL=0 skips steps 0-1 (a second lane right after a first).
 # 0. on Debian/Ubuntu as root, installs the system audio packages that are missing (PortAudio, libsndfile,
 #    PulseAudio for the virtual microphone); elsewhere it says what the live tests need,
 # 1. installs the package with its dev extras (pip install -e ".[dev]"; quick when already satisfied),
@@ -17,6 +20,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+LANE=all
+case "${1:-}" in
+    --lane) LANE=${2:-}; shift 2 || { echo "test.sh: error: --lane needs fast, slow or all" >&2; exit 2; } ;;
+    --lane=*) LANE=${1#--lane=}; shift ;;
+esac
+case "$LANE" in
+    fast|slow|all) ;;
+    *) echo "test.sh: error: unknown lane '$LANE'; use --lane fast, slow or all" >&2; exit 2 ;;
+esac
+TEST_INSTALL=${TEST_INSTALL:-1}
+
 PYTHON=${PYTHON:-python}
 TEST_STALL_S=${TEST_STALL_S:-300}
 TEST_TIMEOUT_S=${TEST_TIMEOUT_S:-1500}
@@ -25,7 +39,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PIP_PROGRESS_
 # g++ builds the compiled feature kernel (realtime_ser/_kernel.c, _fft.cpp) during pip install
 DEB_PACKAGES=(libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins g++)
 missing=()
-if command -v dpkg-query >/dev/null; then
+if [ "$TEST_INSTALL" != 0 ] && command -v dpkg-query >/dev/null; then
     for p in "${DEB_PACKAGES[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
     done
@@ -40,7 +54,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
-if ! "$PYTHON" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+if [ "$TEST_INSTALL" != 0 ] && ! "$PYTHON" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
         echo "test.sh: apt-get install python3-dev (Python.h, for the compiled feature kernel)" >&2
         DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -50,8 +64,16 @@ if ! "$PYTHON" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.pat
     fi
 fi
 
-echo "test.sh: pip install -e .[dev]" >&2
-"$PYTHON" -m pip install -q -e ".[dev]"
+if [ "$TEST_INSTALL" != 0 ]; then
+    echo "test.sh: pip install -e .[dev]" >&2
+    "$PYTHON" -m pip install -q -e ".[dev]"
+fi
+
+if [ "$LANE" = fast ]; then  # no live test in the fast lane: no PulseAudio
+    echo "test.sh: python -m pytest -q --lane fast $*" >&2
+    exec timeout --signal=ABRT --kill-after=30 "$TEST_TIMEOUT_S" \
+        "$PYTHON" -m pytest -q -o faulthandler_timeout="$TEST_STALL_S" --lane fast "$@"
+fi
 
 PULSE_RUNTIME_PATH=$(mktemp -d "${TMPDIR:-/tmp}/realtime-ser-pulse.XXXXXX")
 export PULSE_RUNTIME_PATH VMIC_LOG="$PULSE_RUNTIME_PATH/pulseaudio.log"
@@ -65,7 +87,7 @@ if ! bash scripts/vmic.sh start; then
     echo "test.sh: no virtual microphone: live tests will skip (with CI set: fail)" >&2
 fi
 
-echo "test.sh: python -m pytest -q $*" >&2
+echo "test.sh: python -m pytest -q --lane $LANE $*" >&2
 # SIGABRT makes pytest's faulthandler print where every thread was stuck
 timeout --signal=ABRT --kill-after=30 "$TEST_TIMEOUT_S" \
-    "$PYTHON" -m pytest -q -o faulthandler_timeout="$TEST_STALL_S" "$@"
+    "$PYTHON" -m pytest -q -o faulthandler_timeout="$TEST_STALL_S" --lane "$LANE" "$@"

@@ -11,14 +11,14 @@ from __future__ import annotations
 # need ../shared/data. Outside CI a missing microphone or corpus skips with the reason; with
 # CI set (CI=true), it fails: CI must run these tests, never silently skip them.
 # ---------------------------------------------------------------------------------------------
-
 import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import NoReturn
 
 import pytest
 
@@ -35,7 +35,7 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def skip_or_fail(reason: str) -> None:
+def skip_or_fail(reason: str) -> NoReturn:
     """Skip outside CI; fail in CI, where every test must really run."""
     if in_ci():
         pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)", pytrace=False)
@@ -205,3 +205,57 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         terminalreporter.write_sep("-", "live measurements")
         for name, value in measurements.items():
             terminalreporter.write_line(f"{name}: {value}")
+    over = config.stash.get(_FAST_OVER_BUDGET, {})
+    if over:
+        terminalreporter.write_sep("-", f"fast-lane tests over {FAST_TEST_BUDGET_S:g} s: mark them @pytest.mark.slow")
+        for nodeid, seconds in sorted(over.items(), key=lambda kv: -kv[1]):
+            terminalreporter.write_line(f"{seconds:6.1f} s  {nodeid}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Lanes (docs/testing.md): a test is in the slow lane when it is marked ``slow``, ``live`` or
+# ``corpus``, and in the fast lane otherwise (it gets the ``fast`` marker automatically, so a new
+# test is fast unless marked). ``pytest --lane fast|slow`` runs one lane, ``--lane all`` (the
+# default) both. A fast-lane test whose call takes longer than FAST_TEST_BUDGET_S is listed at the
+# end of the run, to be marked slow.
+# ---------------------------------------------------------------------------------------------
+
+SLOW_LANE_MARKERS = ("slow", "live", "corpus")
+LANES = ("all", "fast", "slow")
+FAST_TEST_BUDGET_S = 5.0
+_FAST_OVER_BUDGET = pytest.StashKey[dict]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--lane", choices=LANES, default="all",
+                     help="fast: tests not marked slow, live or corpus; slow: those; all (default): both")
+
+
+def in_slow_lane(item: pytest.Item) -> bool:
+    return any(item.get_closest_marker(name) is not None for name in SLOW_LANE_MARKERS)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if not in_slow_lane(item):
+            item.add_marker(pytest.mark.fast)
+    lane = config.getoption("lane")
+    if lane == "all":
+        return
+    keep = [item for item in items if in_slow_lane(item) == (lane == "slow")]
+    dropped = [item for item in items if in_slow_lane(item) != (lane == "slow")]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and "fast" in report.keywords and report.duration > FAST_TEST_BUDGET_S:
+        _over_budget[report.nodeid] = report.duration
+
+
+_over_budget: dict[str, float] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_FAST_OVER_BUDGET] = _over_budget

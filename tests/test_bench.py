@@ -32,6 +32,7 @@ def quick_json(tiny_model_path) -> dict:
     return json.loads(lines[0])
 
 
+@pytest.mark.slow
 def test_quick_bench_reports_every_figure(quick_json):
     out = quick_json
     missing = [k for k in bench.REQUIRED_KEYS if k not in out]

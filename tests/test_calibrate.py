@@ -48,6 +48,7 @@ def calibrate(audio, model, env, name="me") -> subprocess.CompletedProcess:
     return run(["calibrate", "--replay", audio["reading"], "--model", model, "--profile", name], env)
 
 
+@pytest.mark.slow
 def test_calibrate_from_a_recording_writes_a_profile_in_the_data_dir(audio, normalized_model_path, env):
     r = calibrate(audio, normalized_model_path, env)
     assert r.returncode == 0, r.stderr
@@ -82,6 +83,7 @@ def _first_speech_warmup(stdout: str) -> float:
     return preds[0]["normalizer_warmup"]
 
 
+@pytest.mark.slow
 def test_listen_with_a_profile_starts_warm_and_saves_only_when_asked(audio, normalized_model_path, env):
     assert calibrate(audio, normalized_model_path, env).returncode == 0
     path = Path(env["REALTIME_SER_DATA_DIR"]) / "profiles" / "me.json"
@@ -117,6 +119,7 @@ def test_profiles_lists_name_created_speech_and_model(audio, normalized_model_pa
     assert j["name"] == "alice" and j["model"] == "tiny_norm"
 
 
+@pytest.mark.slow
 def test_predict_with_a_profile_and_same_speaker(audio, normalized_model_path, env):
     assert calibrate(audio, normalized_model_path, env).returncode == 0
     base = ["predict", audio["talk"], "--model", normalized_model_path]

@@ -150,7 +150,7 @@ def test_incremental_path_equals_whole_window_extract(name):
         "odd_length": voiced(6.0, seed=6)[: 6 * SR - 1234],  # the final flush window is off the frame grid
     }[name]
     whole, incremental, cache = streamed(x)
-    for a, b in zip(incremental, whole):
+    for a, b in zip(incremental, whole, strict=True):
         close(a, b, STREAM_TOL)
     assert cache.frames_reused > cache.frames_analysed  # it really was incremental
 
@@ -159,7 +159,7 @@ def test_incremental_path_equals_whole_window_extract(name):
 def test_incremental_path_with_other_hops(hop_s):
     """Hops that are not a whole number of frames (0.333 s) fall back to whole windows, still equal."""
     whole, incremental, cache = streamed(voiced(6.0, seed=8), hop=int(round(hop_s * SR)))
-    for a, b in zip(incremental, whole):
+    for a, b in zip(incremental, whole, strict=True):
         close(a, b, STREAM_TOL)
     assert (cache.frames_reused > 0) == (int(round(hop_s * SR)) % features.HOP == 0)
 
@@ -201,7 +201,7 @@ def test_incremental_path_equals_extract_on_a_corpus_clip(data_root):
     assert rate == SR
     whole, incremental, cache = streamed(x)
     assert len(whole) >= 4
-    for a, b in zip(incremental, whole):
+    for a, b in zip(incremental, whole, strict=True):
         close(a, b, STREAM_TOL)
     assert cache.frames_reused > 0
 
@@ -209,6 +209,7 @@ def test_incremental_path_equals_extract_on_a_corpus_clip(data_root):
 # ---------------------------------------------------------------- parity with librosa
 
 
+@pytest.mark.slow
 def test_mel_filterbank_matches_librosa():
     librosa = pytest.importorskip("librosa")
     ref = librosa.filters.mel(sr=SR, n_fft=features.N_FFT, n_mels=features.N_MELS, fmin=features.FMIN,
@@ -218,6 +219,7 @@ def test_mel_filterbank_matches_librosa():
     assert np.max(np.abs(ours - ref)) <= MEL_FB_TOL * np.max(ref)
 
 
+@pytest.mark.slow
 def test_log_mel_and_mfcc_frames_match_librosa():
     librosa = pytest.importorskip("librosa")
     scipy_fft = pytest.importorskip("scipy.fft")

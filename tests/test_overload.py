@@ -9,6 +9,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 from helpers import HIGH_F0, SlowModel, voice
 
 from realtime_ser.audio.sources import CallbackCapture
@@ -83,6 +84,7 @@ def run_live(model, audio, queue_s=5.0, status_every_s=1.0):
     return mic, events
 
 
+@pytest.mark.slow
 def test_slow_model_live_skips_stale_windows_and_the_callback_never_blocks(tiny_model):
     audio = voice(HIGH_F0, AUDIO_S)
     slow = SlowModel(tiny_model, DELAY_S)
@@ -110,6 +112,7 @@ def test_slow_model_live_skips_stale_windows_and_the_callback_never_blocks(tiny_
     assert all(abs(p["t_end"] / HOP_S - round(p["t_end"] / HOP_S)) < 1e-9 for p in preds)
 
 
+@pytest.mark.slow
 def test_a_full_capture_queue_drops_whole_blocks_and_keeps_the_clock(tiny_model):
     audio = voice(HIGH_F0, AUDIO_S)
     slow = SlowModel(tiny_model, DELAY_S)

@@ -112,6 +112,7 @@ def _variants(model, path: Path) -> dict[str, str]:
             "wrong width": json.dumps(short_stats), "future version": json.dumps(future)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["listen", "predict"])
 def test_bad_or_foreign_profiles_give_one_line_and_exit_4(command, norm_model, normalized_model_path, data_dir,
                                                           tmp_path, talk):

@@ -164,6 +164,7 @@ def test_library_callback_gets_the_same_events_and_stop_ends_the_stream(tiny_mod
     assert len(of_type(stopped, "prediction")) < len(of_type(iterated, "prediction"))
 
 
+@pytest.mark.slow
 def test_realtime_pace_gives_the_events_of_fast_pace(tiny_model, tmp_path):
     path = write_audio(tmp_path / "short.wav", speech_clip(1.0, 1.0, lead_s=0.2, tail_s=0.3))
     tracker = Tracker(model=tiny_model, status_every_s=0)
@@ -181,6 +182,7 @@ def test_realtime_pace_gives_the_events_of_fast_pace(tiny_model, tmp_path):
         assert all(p["skipped_windows"] >= 0 and p["t_end"] in fast_by_t for p in live_preds)
 
 
+@pytest.mark.slow
 def test_fast_replay_reads_long_blocks_in_the_callers_thread_with_the_events_of_short_ones(tiny_model, tmp_path):
     # 44.1 kHz stereo, not a multiple of the long read: the last read is short, resampler and flush matter
     path = stereo_44k_clip(tmp_path)

@@ -204,6 +204,7 @@ def test_per_speaker_training_normalisation(syn_root, syn_cache):
         assert np.max(np.abs(m)) < 1e-3
 
 
+@pytest.mark.slow
 def test_no_score_on_a_training_speaker(syn_root, syn_cache, monkeypatch):
     """Every prediction (outer and inner CV) is for speakers absent from the model's training clips."""
     data = _syn_data(syn_root, syn_cache, "ravdess")
@@ -235,6 +236,7 @@ def test_no_score_on_a_training_speaker(syn_root, syn_cache, monkeypatch):
 # ---------------------------------------------------------------- evaluation report
 
 
+@pytest.mark.slow
 def test_evaluation_report_on_synthetic_corpora(syn_report):
     rep = read_report(syn_report)
     assert {p.name for p in syn_report.glob("*.png")} >= {"ravdess-logreg-none.png", "emodb-seed.png",
@@ -261,6 +263,7 @@ def test_evaluation_report_on_synthetic_corpora(syn_report):
 # ---------------------------------------------------------------- export and parity
 
 
+@pytest.mark.slow
 def test_export_synthetic_end_to_end(syn_root, syn_cache, syn_report, tmp_path):
     rep = read_report(syn_report)
     card = export.export(data_root=syn_root, out_dir=tmp_path, recipe="logreg", mode="online_speaker",
@@ -313,6 +316,7 @@ def test_parity_failure_fails_the_export(syn_root, syn_cache):
         export.check_parity(onnx_bytes, pipe, {"windows": data.X[data.speech]})
 
 
+@pytest.mark.slow
 def test_export_refuses_report_without_the_recipe(syn_report, syn_root, tmp_path):
     with pytest.raises(export.ExportError, match="no svc/none results"):
         export.export(data_root=syn_root, out_dir=tmp_path, recipe="svc", mode="none",

@@ -48,7 +48,9 @@ class FrameCache:
         return _assemble(rows)
 
     def _reuse(self, raw: np.ndarray, start: int) -> _Rows | None:
-        if self._rows is None or raw.shape != self._raw.shape or raw.dtype != self._raw.dtype:
+        if self._rows is None or self._raw is None or self._start is None:
+            return None
+        if raw.shape != self._raw.shape or raw.dtype != self._raw.dtype:
             return None
         shift = start - self._start
         if shift <= 0 or shift % HOP:

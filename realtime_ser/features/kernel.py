@@ -10,7 +10,9 @@ build) is logged once as a warning and the reference runs instead.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib
 import logging
 import os
 from types import ModuleType
@@ -25,8 +27,8 @@ from .spec import (
     F0_REF_HZ,
     HOP,
     N_FEATURES,
-    N_MELS,
     N_LLD,
+    N_MELS,
     OCTAVE_TOLERANCE,
     PITCH_NFFT,
     SAMPLE_RATE,
@@ -34,6 +36,7 @@ from .spec import (
     WIN_LENGTH,
 )
 
+_PACKAGE = __name__.rsplit(".", 2)[0]  # realtime_ser: the compiled modules sit at its top level
 ENV_CHOICE = "REALTIME_SER_FEATURES"
 CHOICE_NUMPY = "numpy"
 CHOICE_PORTABLE = "kernel"
@@ -98,14 +101,12 @@ def selected() -> ModuleType | None:
     if choice == CHOICE_NUMPY:
         return None
     try:
-        from .. import _kernel as kernel
+        kernel = importlib.import_module(f"{_PACKAGE}._kernel")
     except ImportError:  # not built (no C compiler at install time): the numpy reference runs instead
         return None
     if choice != CHOICE_PORTABLE and kernel.cpu_has_avx2():
-        try:
-            from .. import _kernel_avx2 as kernel
-        except ImportError:  # not built (not x86-64, or the compiler refused -mavx2)
-            pass
+        with contextlib.suppress(ImportError):  # not built (not x86-64, or the compiler refused -mavx2)
+            kernel = importlib.import_module(f"{_PACKAGE}._kernel_avx2")
     try:
         configure(kernel)
     except (RuntimeError, ValueError, TypeError) as e:  # a stale or inconsistent build: run the reference

@@ -92,7 +92,7 @@ _MEL_MIN_LOG_MEL = _MEL_MIN_LOG_HZ / _MEL_F_SP
 _MEL_LOGSTEP = np.log(6.4) / 27.0
 
 
-def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+def _hz_to_mel(f: np.ndarray | float) -> np.ndarray:
     f = np.asarray(f, dtype=np.float64)
     return np.where(f >= _MEL_MIN_LOG_HZ,
                     _MEL_MIN_LOG_MEL + np.log(np.maximum(f, 1e-12) / _MEL_MIN_LOG_HZ) / _MEL_LOGSTEP, f / _MEL_F_SP)
@@ -143,10 +143,6 @@ _WINDOW = _padded_window()
 _MEL_FB = mel_filterbank()
 _DCT = _dct_matrix(N_MELS, N_MFCC)
 _FREQS_KHZ = np.linspace(0.0, SAMPLE_RATE / 2.0, 1 + N_FFT // 2) / 1000.0
-_BAND_50_1000 = (_FREQS_KHZ >= 0.05) & (_FREQS_KHZ < 1.0)
-_BAND_1_5K = (_FREQS_KHZ >= 1.0) & (_FREQS_KHZ < 5.0)
-_BAND_0_2K = _FREQS_KHZ < 2.0
-_BAND_2_5K = (_FREQS_KHZ >= 2.0) & (_FREQS_KHZ < 5.0)
 
 
 def _band(mask: np.ndarray) -> slice:
@@ -155,7 +151,10 @@ def _band(mask: np.ndarray) -> slice:
     return slice(int(bins[0]), int(bins[-1]) + 1)
 
 
-_BAND_50_1000, _BAND_1_5K, _BAND_0_2K, _BAND_2_5K = map(_band, (_BAND_50_1000, _BAND_1_5K, _BAND_0_2K, _BAND_2_5K))
+_BAND_50_1000 = _band((_FREQS_KHZ >= 0.05) & (_FREQS_KHZ < 1.0))
+_BAND_1_5K = _band((_FREQS_KHZ >= 1.0) & (_FREQS_KHZ < 5.0))
+_BAND_0_2K = _band(_FREQS_KHZ < 2.0)
+_BAND_2_5K = _band((_FREQS_KHZ >= 2.0) & (_FREQS_KHZ < 5.0))
 _MEL_IDX = np.arange(N_MELS, dtype=np.float64)
 _MEL_SLOPE_W = (_MEL_IDX - _MEL_IDX.mean()) / np.sum((_MEL_IDX - _MEL_IDX.mean()) ** 2)
 _PITCH_WIN = np.hanning(PITCH_FRAME + 2)[1:-1]  # symmetric, no zero end points
@@ -315,10 +314,10 @@ class _Rows:
     def __len__(self) -> int:
         return len(self.lld)
 
-    def tail(self, start: int) -> "_Rows":
+    def tail(self, start: int) -> _Rows:
         return _Rows(None if self.power is None else self.power[start:], self.logmel[start:], self.lld[start:])
 
-    def extend(self, new: "_Rows") -> "_Rows":
+    def extend(self, new: _Rows) -> _Rows:
         power = None
         if self.power is not None and new.power is not None:
             power = np.concatenate([self.power, new.power])
@@ -504,7 +503,12 @@ def _functionals_numpy(a: FrameAnalysis) -> np.ndarray:
         idx = np.arange(n_frames)
     level = a.level_db
     mfcc_abs = a.mfcc if a.mfcc is not None else mfcc_from_log_mel(a.logmel)
-    shape = a.shape if a.shape is not None else _shape_llds(a.power, a.logmel)
+    if a.shape is not None:
+        shape = a.shape
+    elif a.power is not None:
+        shape = _shape_llds(a.power, a.logmel)
+    else:
+        raise ValueError("functionals: an analysis without its shape descriptors needs its power spectrum")
     flux = np.zeros(n_frames)
     if n_frames > 1:  # the level shift cancels in frame-to-frame differences
         flux[1:] = np.add.reduce(np.abs(a.logmel[1:] - a.logmel[:-1]), axis=1) / N_MELS
