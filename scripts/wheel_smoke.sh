@@ -19,7 +19,10 @@ fail() { echo "wheel_smoke: $*" >&2; exit 1; }
 echo "wheel_smoke: python -m build --wheel" >&2
 "$PYTHON" -m build --wheel --outdir "$work/dist" . >"$work/build.log" 2>&1 || { tail -30 "$work/build.log" >&2; fail "build failed"; }
 wheel=$(ls "$work"/dist/realtime_ser-*.whl)
-"$PYTHON" -m zipfile -l "$wheel" | grep -q "realtime_ser/models/default.onnx" || fail "the wheel has no realtime_ser/models/default.onnx"
+"$PYTHON" -m zipfile -l "$wheel" >"$work/contents.txt"  # not piped into grep -q: pipefail would see SIGPIPE
+for member in realtime_ser/models/default.onnx realtime_ser/features/spec.py; do
+    grep -q "$member" "$work/contents.txt" || fail "the wheel has no $member"
+done
 
 "$PYTHON" -m venv --system-site-packages "$work/venv"
 "$work/venv/bin/python" -m pip install -q --no-deps "$wheel"
