@@ -285,6 +285,7 @@ static PyObject *k_configure(PyObject *self, PyObject *args)
         return NULL;
     }
     double *wacf = NULL, *q = NULL;
+    int keep = 0; /* a valid call on a configured build: keep the tables in use, free these copies */
     if (!(c.spec_win = cfg_doubles(d, "spec_win", c.nfft_s)) ||
         !(c.pitch_win = cfg_doubles(d, "pitch_win", c.frame_p)) ||
         !(c.melfb = cfg_doubles(d, "melfb", c.n_mels * c.nb)) ||
@@ -342,8 +343,12 @@ static PyObject *k_configure(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_MemoryError, "kernel.configure: no FFT plan");
         goto fail;
     }
+    if (cfg.ready) { /* configured once per build: rows() reads cfg without the GIL, so it is never rewritten */
+        keep = 1;
+        goto fail;
+    }
     c.ready = 1;
-    cfg = c; /* configured once per build; a second call replaces the tables (the old ones are kept) */
+    cfg = c;
     Py_RETURN_NONE;
 fail:
     PyMem_Free(c.spec_win);
@@ -364,6 +369,7 @@ fail:
     if (c.plan_s) ser_fft_free(c.plan_s);
     if (c.plan_p) ser_fft_free(c.plan_p);
     if (c.plan_h) ser_fft_free(c.plan_h);
+    if (keep) Py_RETURN_NONE;
     return NULL;
 }
 

@@ -82,7 +82,10 @@ def kernel_config() -> dict[str, Any]:
 
 
 def configure(kernel: ModuleType) -> None:
-    """Hand the constants and tables over to one build of the compiled loops (idempotent).
+    """Hand the constants and tables over to one build of the compiled loops.
+
+    The first valid call configures the build; later valid calls change nothing (the loops read the
+    tables without the GIL, so they are never replaced), invalid ones raise and change nothing either.
 
     Raises:
         ValueError: the build was made from another feature spec, or a table has the wrong size.
