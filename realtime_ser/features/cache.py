@@ -34,8 +34,16 @@ class FrameCache:
         self._start = self._raw = self._rows = None
 
     def analyze(self, window: np.ndarray, start: int) -> FrameAnalysis:
-        """Like ``analyze(window)``, for a window whose first sample is stream sample ``start``
-        (negative when the window reaches back before the stream began, into zero padding)."""
+        """Like ``analyze(window)``, for a window whose first sample is stream sample ``start``.
+
+        Args:
+            window: 16 kHz mono samples (any float dtype; flattened); NaN and infinities count as 0.
+            start: the window's first sample, in samples of the 16 kHz stream (negative when the window
+                reaches back before the stream began, into zero padding).
+
+        Returns:
+            The window's ``FrameAnalysis``, equal to ``analyze(window)``.
+        """
         raw = np.asarray(window).reshape(-1)
         rows = self._reuse(raw, int(start))
         if rows is None:

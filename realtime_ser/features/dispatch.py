@@ -18,8 +18,12 @@ def _rows(x: np.ndarray) -> _Rows:
 
 
 def analyze(window: np.ndarray) -> FrameAnalysis:
-    """Frame-level descriptors of a window of 16 kHz mono audio (at least 40 ms; shorter is zero-padded
-    in front). NaN and infinite samples count as 0."""
+    """Frame-level descriptors of one window, one row per 10 ms frame (``HOP`` samples).
+
+    Args:
+        window: 16 kHz mono samples, float, full scale 1.0 (normally 2.0 s; shorter than one 40 ms pitch
+            frame is zero-padded in front); NaN and infinite samples count as 0.
+    """
     return _assemble(_rows(_sanitize(window)))
 
 
