@@ -10,7 +10,11 @@ calls ``SpeechGate.decide`` window after window: the same code, the same decisio
    run by onnxruntime, no torch): a speech probability per 32 ms frame (512 samples at 16 kHz),
    its recurrent state carried from hop to hop, so each window costs only the frames of audio
    it adds. A window is speech when at least ``min_speech_s`` of its frames have a probability
-   of ``gate_threshold`` or more.
+   of ``gate_threshold`` or more,
+3. and its voiced frames are not those of a **closed mouth**: humming keeps almost all its energy
+   below 1 kHz (no open vowel), and the network takes some hummed tunes for speech. When the lower
+   quartile of the voiced frames' alpha ratio (50-1000 Hz over 1-5 kHz, a kernel descriptor, free)
+   is above ``closed_mouth_alpha_db``, the window is not speech.
 
 ``VadResult.voiced_s`` stays the feature kernel's own voicing (it weights the smoothing);
 ``speech_s`` and ``max_prob`` are the neural stage's figures. See docs/gate.md.
@@ -35,6 +39,8 @@ FRAME = 512  # samples per Silero frame at 16 kHz (32 ms)
 CONTEXT = 64  # samples of the previous frame prefixed to each frame (Silero's own layout)
 STATE_SHAPE = (1, 1, 128)  # LSTM h and c
 FRAME_S = FRAME / SILERO_RATE
+TILT_PERCENTILE = 25.0  # the window's more open-mouthed voiced frames
+_ALPHA = features._SHAPE["alpha_ratio_db"]  # column of FrameAnalysis.shape
 
 
 @functools.lru_cache(maxsize=4)
@@ -166,8 +172,11 @@ class SpeechGate:
         inside = self._frame_probs(first_sample, window.end)
         speech_s = float(np.count_nonzero(inside >= p.gate_threshold)) * FRAME_S
         max_prob = float(inside.max()) if len(inside) else 0.0
-        return VadResult(speech=speech_s >= p.min_speech_s, voiced_s=voiced_s, level_dbfs=level,
-                         speech_s=speech_s, max_prob=max_prob)
+        tilt = analysis.shape[loud & analysis.voiced, _ALPHA]
+        tilt_db = float(np.percentile(tilt, TILT_PERCENTILE)) if len(tilt) else 0.0
+        speech = speech_s >= p.min_speech_s and tilt_db <= p.closed_mouth_alpha_db
+        return VadResult(speech=speech, voiced_s=voiced_s, level_dbfs=level, speech_s=speech_s, max_prob=max_prob,
+                         tilt_db=tilt_db)
 
 
 def clip_decisions(x: np.ndarray, window: int, hop: int, params: VadParams | None = None,
