@@ -48,7 +48,10 @@ def test_quick_bench_reports_every_figure(quick_json):
     else:
         assert out["seed_window_ms_median"] is None and "not installed" in out["seed_note"]
     assert out["cpu_percent_realtime"] < 100 * out["machine"]["cores"]
-    assert out["speech_share"] > 0.5  # the generated audio is speech-like: windows pass the VAD
+    assert out["speech_share"] > 0.5  # the generated audio is speech-like: windows pass the speech gate
+    assert _positive(out["gate_ms_median"]) and out["gate_ms_p95"] >= out["gate_ms_median"]
+    assert out["gate_neural_share"] > 0.5  # the gate's network really ran on the speech windows
+    assert "gate_ms_median" in out["how"]
     machine = out["machine"]
     assert machine["cpu"] and machine["cores"] >= 1 and machine["libraries"]["numpy"]
     assert machine["features"] in ("numpy", "kernel", "kernel_avx2")
@@ -67,8 +70,8 @@ def test_bench_table_and_bad_file(tiny_model_path, tmp_path):
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "nope.wav" in r.stderr
 
 
-def test_speech_like_audio_passes_the_vad():
-    from realtime_ser import features, vad
+def test_speech_like_audio_passes_the_speech_gate():
+    from realtime_ser import gate
 
-    x = bench.speech_like(2.0)
-    assert vad.decide(features.analyze(x)).speech
+    d = gate.clip_decisions(bench.speech_like(6.0), 32_000, 8_000)
+    assert sum(r.speech for r in d[1:]) >= len(d) - 2  # all but the first (0.5 s of audio) and maybe one more
