@@ -441,13 +441,15 @@ def cmd_listen(args: argparse.Namespace) -> int:
     state = {"pipeline": None, "signum": None}
 
     def on_signal(signum, frame) -> None:
-        if state["signum"] is not None:  # a second signal: stop waiting, die by it
+        if state["signum"] is not None or _pending_signal:  # a second signal: stop waiting, die by it
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
             return
         state["signum"] = signum
-        if state["pipeline"] is None:
-            raise _Interrupted(signum)
+        if state["pipeline"] is None:  # still starting (model, device): unwind to main()
+            _pending_signal.append(signum)
+            _deliver_interrupt(frame)
+            return
         state["pipeline"].stop("stopped")
 
     _install_stop_handlers(on_signal)  # SIGINT, SIGTERM and SIGHUP (the terminal closed): the same stop
@@ -665,11 +667,44 @@ def _reopen_closed_std_fds() -> frozenset[int]:
     return frozenset(closed)
 
 
-def _raise_interrupted(signum: int, frame: object) -> None:
-    """The handler while ``main()`` runs a command: unwind to ``main()``, which exits 128 + signum."""
-    _install_stop_handlers(_record_signal)  # a second signal during the unwinding: record, or kill
+IMPORT_FRAME_PREFIX = "<frozen importlib"
+REDELIVER_S = 0.01
+"""How soon an interrupt deferred during an import is tried again."""
+
+
+def _in_import(frame) -> bool:
+    """True when ``frame`` runs inside the import machinery (also when C code, numpy's for example,
+    imports a module): an exception raised there can be turned into an ImportError."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(IMPORT_FRAME_PREFIX):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _redeliver(signum: int, frame) -> None:
+    _deliver_interrupt(frame)
+
+
+def _deliver_interrupt(frame) -> None:
+    """Unwind to ``main()`` with the pending stop signal, unless an import is running: then try again
+    in ``REDELIVER_S`` (SIGALRM), so an interrupt never breaks a half-imported module."""
+    if _in_import(frame):
+        signal.signal(signal.SIGALRM, _redeliver)
+        signal.setitimer(signal.ITIMER_REAL, REDELIVER_S)
+        return
+    raise _Interrupted(_pending_signal[0])
+
+
+def _raise_interrupted(signum: int, frame) -> None:
+    """The handler while ``main()`` runs a command: unwind to ``main()``, which exits 128 + signum;
+    a second signal kills at once."""
+    if _pending_signal:
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+        return
     _pending_signal.append(signum)
-    raise _Interrupted(signum)
+    _deliver_interrupt(frame)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -681,13 +716,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return SIGNAL_EXIT_BASE + signal.SIGINT
     finally:
         _install_stop_handlers(_record_signal)
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def _main(argv: Sequence[str] | None) -> int:
     closed_fds = _reopen_closed_std_fds()
+    _install_stop_handlers(_raise_interrupted)
     if _pending_signal:  # interrupted during start-up (imports): stop now, as documented
         return SIGNAL_EXIT_BASE + _pending_signal[0]
-    _install_stop_handlers(_raise_interrupted)
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
