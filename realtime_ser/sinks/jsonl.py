@@ -89,9 +89,11 @@ def write_text(sink: JsonlSink, text: str) -> None:
     try:
         if stream is None:  # the program was started with stdout closed
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
-        sink._line_start = sink._offset()
+        start = sink._line_start = sink._offset()
         stream.write(text)
         stream.flush()
+        if start is not None:
+            _check_whole_line_written(sink, stream, start, len(text.encode(stream.encoding or "utf-8")))
     except BrokenPipeError:
         sink.closed = True
         silence_stdout(stream)
@@ -103,6 +105,20 @@ def write_text(sink: JsonlSink, text: str) -> None:
         reason = getattr(e, "strerror", None) or str(e)
         raise OutputError(f"cannot write to stdout ({reason}); the {sink.lines} line(s) before were written; "
                           f"redirect stdout to a writable file or pipe") from None
+
+
+def _check_whole_line_written(sink: JsonlSink, stream: TextIO, start: int, size: int) -> None:
+    """In a regular file, a flush that wrote only part of a line (the file reached its size or space
+    limit) can return without an error, the rest left in the buffer. One byte written straight to
+    the file gets the system's reason (the torn line is cut off by the caller either way)."""
+    end = sink._offset()
+    if end is None or end - start >= size:
+        return
+    try:
+        os.write(sink._file_fd, b"\n")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror) from None
+    raise OSError(errno.EIO, f"short write: {end - start} of {size} bytes")
 
 
 def silence_stdout(stream: TextIO | None) -> None:
