@@ -74,7 +74,8 @@ from . import __version__  # noqa: E402 (after the thread settings on purpose)
 from .errors import ConfigError, ModelError, OutputError, SerError  # noqa: E402
 from .sinks.jsonl import OutputClosed, silence_stdout  # noqa: E402
 from .smoothing import (DEFAULT_ENTER, DEFAULT_EXIT, DEFAULT_FULL_VOICED_S, DEFAULT_MIN_DWELL_S,  # noqa: E402
-                        DEFAULT_ONSET_S, DEFAULT_SILENCE_HOLD_S, DEFAULT_TAU_S)
+                        DEFAULT_ONSET_S, DEFAULT_SILENCE_HOLD_S, DEFAULT_TAU_S, MAX_FULL_VOICED_S, MAX_ONSET_S,
+                        MAX_TAU_S)
 
 log = logging.getLogger("realtime_ser")
 
@@ -146,30 +147,37 @@ MAX_BLOCK_FRAMES = 1 << 20
 class NumberRange:
     """The accepted values of a numeric flag: ``low``..``high`` (bounds included), ``0`` also when ``zero_ok``."""
 
-    def __init__(self, *, low: float, high: float, zero_ok: bool = False, unit: str = "s") -> None:
+    def __init__(self, *, low: float, high: float, zero_ok: bool = False, above_low: bool = False,
+                 unit: str = "s") -> None:
         self.low = low
         self.high = high
         self.zero_ok = zero_ok
+        self.above_low = above_low  # ``low`` itself excluded
         self.unit = unit
 
+    def accepts(self, value: float) -> bool:
+        if self.zero_ok and value == 0:
+            return True
+        return (self.low < value if self.above_low else self.low <= value) and value <= self.high
+
     def describe(self) -> str:
-        base = f"between {self.low:g} and {self.high:g}" + (f" {self.unit}" if self.unit else "")
-        return base + (" (or 0)" if self.zero_ok else "")
+        low = f"above {self.low:g} and up to" if self.above_low else f"between {self.low:g} and"
+        return f"{low} {self.high:g}" + (f" {self.unit}" if self.unit else "") + (" (or 0)" if self.zero_ok else "")
 
 
 NUMBER_RANGES = {
     "--status-every": NumberRange(low=MIN_TIME_STEP_S, high=MAX_SECONDS, zero_ok=True),
     "--duration": NumberRange(low=MIN_TIME_STEP_S, high=MAX_SECONDS),
     "--block-size": NumberRange(low=1, high=MAX_BLOCK_FRAMES, unit="frames"),
-    "--window": NumberRange(low=0.0, high=MAX_SECONDS),
-    "--hop": NumberRange(low=0.0, high=MAX_SECONDS),
-    "--smooth-tau": NumberRange(low=0.0, high=MAX_SECONDS),
-    "--enter": NumberRange(low=0.0, high=1.0, unit=""),
+    "--window": NumberRange(low=0.0, high=MAX_SECONDS, above_low=True),  # the framing's own limits: StreamConfig
+    "--hop": NumberRange(low=0.0, high=MAX_SECONDS, above_low=True),
+    "--smooth-tau": NumberRange(low=0.0, high=MAX_TAU_S, above_low=True),
+    "--enter": NumberRange(low=0.0, high=1.0, above_low=True, unit=""),
     "--exit": NumberRange(low=0.0, high=1.0, unit=""),
     "--min-dwell": NumberRange(low=0.0, high=MAX_SECONDS),
     "--silence-hold": NumberRange(low=0.0, high=MAX_SECONDS),
-    "--onset": NumberRange(low=0.0, high=MAX_SECONDS),
-    "--full-voiced": NumberRange(low=0.0, high=MAX_SECONDS),
+    "--onset": NumberRange(low=0.0, high=MAX_ONSET_S),
+    "--full-voiced": NumberRange(low=0.0, high=MAX_FULL_VOICED_S, above_low=True),
 }
 ANY_NUMBER = NumberRange(low=-MAX_SECONDS, high=MAX_SECONDS, unit="")
 """What a numeric flag not in ``NUMBER_RANGES`` accepts: any finite number of a sane size."""
@@ -186,7 +194,7 @@ def _checked_number(kind: type, limits: NumberRange):
                 from None
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"{text!r} is not a finite number; give a value {limits.describe()}")
-        if not ((limits.zero_ok and value == 0) or limits.low <= value <= limits.high):
+        if not limits.accepts(value):
             raise argparse.ArgumentTypeError(f"{text} is out of range; give a value {limits.describe()}")
         return value
 
@@ -320,6 +328,9 @@ def _stream_config(args: argparse.Namespace, model):
     from .api import stream_config
     from .smoothing import SmoothingParams
 
+    if hasattr(args, "smooth_tau") and args.exit > args.enter:
+        raise ConfigError(f"--exit {args.exit:g} is above --enter {args.enter:g}; the exit threshold must not "
+                          f"exceed the enter threshold")
     try:
         smoothing = SmoothingParams(tau_s=args.smooth_tau, enter=args.enter, exit=args.exit,
                                     min_dwell_s=args.min_dwell, silence_hold_s=args.silence_hold,
