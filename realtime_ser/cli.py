@@ -12,7 +12,10 @@ Exit codes:
 3     bad input audio (``predict``: at least one file failed, the others are printed)
 4     missing, corrupted or mismatched model
 5     no input device, device cannot be opened, or the device vanished
-130   stopped by SIGINT (Ctrl-C); every event produced was written, ``end`` last
+6     stdout cannot be written: closed (``>&-``), full (``> /dev/full``, a full disk), an I/O error;
+      the lines written before stay whole
+129   stopped by SIGHUP (the terminal closed); like SIGINT
+130   stopped by SIGINT (Ctrl-C, also during start-up); every event produced was written, ``end`` last
 141   stdout was closed by its reader (e.g. ``| head``); ends quietly
 143   stopped by SIGTERM; like SIGINT
 ====  ==========================================================================
@@ -69,6 +72,10 @@ from typing import Sequence  # noqa: E402
 NATIVE_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 for _name in NATIVE_THREAD_VARS:
     os.environ.setdefault(_name, "1")
+# onnxruntime writes a telemetry device id under $HOME/.cache/Microsoft/DeveloperTools when it is
+# imported (1.32: in its native library, before any Python call could turn telemetry off), unless
+# this is set. A voice tool writes nothing the user did not ask for.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 from . import __version__  # noqa: E402 (after the thread settings on purpose)
 from .errors import ConfigError, ModelError, OutputError, SerError  # noqa: E402

@@ -355,3 +355,17 @@ def test_a_valid_mp3_decodes_without_library_noise(tiny_model_path, tmp_path):
         r = cli(*args, "--model", str(tiny_model_path))
         assert r.returncode == 0 and r.stderr == "", r.stderr
         assert r.stdout.strip()
+
+
+def test_a_run_writes_nothing_under_home(tiny_model_path, speech_wav, tmp_path):
+    """onnxruntime writes a telemetry device id under $HOME/.cache on import unless told not to."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home)}
+    env.pop("XDG_CACHE_HOME", None)
+    env.pop("ORT_DISABLE_TELEMETRY", None)
+    for args in (["predict", str(speech_wav)], ["listen", "--replay", str(speech_wav), "--pace", "fast",
+                                                "--no-dashboard"]):
+        r = cli(*args, "--model", str(tiny_model_path), env=env)
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == []
