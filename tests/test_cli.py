@@ -369,3 +369,32 @@ def test_a_run_writes_nothing_under_home(tiny_model_path, speech_wav, tmp_path):
         r = cli(*args, "--model", str(tiny_model_path), env=env)
         assert r.returncode == 0 and r.stderr == "", r.stderr
     assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == []
+
+
+def test_replay_and_predict_read_standard_input(tiny_model_path, speech_wav, tmp_path):
+    """``-`` is standard input: a pipe of WAV or OGG, or any file redirected with ``<``."""
+    import soundfile as sf
+
+    x, sr = sf.read(str(speech_wav), dtype="float32")
+    ogg, flac = tmp_path / "s.ogg", tmp_path / "s.flac"
+    sf.write(str(ogg), x, sr)
+    sf.write(str(flac), x, sr)
+    model = ["--model", str(tiny_model_path)]
+    piped_wav = subprocess.run([sys.executable, "-m", "realtime_ser", "predict", "-", *model],
+                               input=speech_wav.read_bytes(), capture_output=True, timeout=TIMEOUT_S)
+    direct = cli("predict", str(speech_wav), *model)
+    assert piped_wav.returncode == 0, piped_wav.stderr
+    assert {**json.loads(piped_wav.stdout), "file": "x"} == {**json.loads(direct.stdout), "file": "x"}
+    r = subprocess.run([sys.executable, "-m", "realtime_ser", "listen", "--replay", "-", "--pace", "fast",
+                        "--no-dashboard", *model], input=ogg.read_bytes(), capture_output=True, timeout=TIMEOUT_S)
+    events = parse_lines(r.stdout.decode())
+    assert r.returncode == 0 and events[0]["device"] == "<stdin>" and events[-1]["reason"] == "end_of_input"
+    assert sum(e["type"] == "prediction" for e in events) == 12
+    with open(flac, "rb") as f:  # a redirected file may be any format (it can seek)
+        r = subprocess.run([sys.executable, "-m", "realtime_ser", "predict", "-", *model], stdin=f,
+                           capture_output=True, timeout=TIMEOUT_S)
+    assert r.returncode == 0 and json.loads(r.stdout)["emotion"], r.stderr
+    r = subprocess.run([sys.executable, "-m", "realtime_ser", "predict", "-", *model], input=flac.read_bytes(),
+                       capture_output=True, timeout=TIMEOUT_S)  # a FLAC pipe: its decoder needs to seek
+    assert r.returncode == 3
+    assert_one_line_error(r.stderr.decode(), "<stdin>", "pipe", "WAV or OGG")

@@ -334,6 +334,31 @@ _OPEN_HINTS = {
 }
 
 
+STDIN_NAME = "-"
+"""``--replay -`` / ``predict -``: the audio comes on standard input (a pipe or a redirected file)."""
+STDIN_SHOWN = "<stdin>"
+PIPE_FORMATS_HINT = "WAV or OGG (FLAC and MP3 need a file: their decoders seek)"
+
+
+def _open_stdin():
+    """Standard input as a sound file: a redirected file (any format) or a pipe (WAV or OGG)."""
+    import soundfile as sf
+
+    try:
+        fd = os.dup(0)
+        piped = stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError as e:
+        raise InputAudioError(f"{STDIN_SHOWN}: cannot read standard input ({e.strerror or e})") from None
+    try:
+        with _quiet_c_stderr():
+            return sf.SoundFile(fd, closefd=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        log.debug("libsndfile on stdin: %s", e)
+        expected = PIPE_FORMATS_HINT if piped else FILE_FORMATS_HINT
+        raise InputAudioError(f"{STDIN_SHOWN} is not audio libsndfile can read from "
+                              f"{'a pipe' if piped else 'there'}; expected {expected}") from None
+
+
 def _open_soundfile(path: Path, shown: str | None = None):
     """``path`` opened with libsndfile, or an ``InputAudioError`` that names the true reason.
 
@@ -343,6 +368,8 @@ def _open_soundfile(path: Path, shown: str | None = None):
     before anything waits on it."""
     import soundfile as sf
 
+    if os.fspath(path) == STDIN_NAME:
+        return _open_stdin()
     shown = shown if shown is not None else display_path(path)
     if not os.access(path, os.R_OK) and os.path.lexists(path):
         raise InputAudioError(f"{shown}: {_OPEN_HINTS[errno.EACCES]}")
@@ -362,7 +389,7 @@ def _open_soundfile(path: Path, shown: str | None = None):
         for is_kind, kind in _FILE_KINDS:
             if is_kind(info.st_mode):
                 raise InputAudioError(f"{shown} is not a regular file ({kind}); give the path of a "
-                                      f"{FILE_FORMATS_HINT} file (save the stream to a file first)")
+                                      f"{FILE_FORMATS_HINT} file, or pipe WAV or OGG into `--replay -`")
         if info.st_size == 0:
             raise InputAudioError(f"{shown} is empty (0 bytes); expected a {FILE_FORMATS_HINT} file")
         os.set_blocking(fd, True)
@@ -426,7 +453,7 @@ class FileSource:
             raise ConfigError(f"--block-size must be a positive number of frames, got {block_frames}")
         if not os.fspath(path):
             raise InputAudioError(f"the file name is empty (''); give the path of a {FILE_FORMATS_HINT} file")
-        self.path = Path(path)
+        self.path = Path(path)  # "-": standard input
         self.pace = pace
         self.live = pace == "realtime"
         self.block_frames = block_frames
@@ -434,13 +461,13 @@ class FileSource:
         self.sample_rate = 0
         self.channels = 0
         self.frames = 0
-        self.name = display_path(self.path)
+        self.name = STDIN_SHOWN if os.fspath(path) == STDIN_NAME else display_path(self.path)
         self.capture: CallbackCapture | None = None
         self.counters = CaptureCounters()
         self._file = None
 
     def open(self) -> None:
-        f = _open_soundfile(self.path, self.name)
+        f = _open_soundfile(STDIN_NAME if self.name == STDIN_SHOWN else self.path, self.name)
         try:
             rate = check_rate(f.samplerate, self.name)
             if f.channels < 1:
@@ -467,6 +494,8 @@ class FileSource:
         import soundfile as sf
 
         if self._file is None:
+            if self.name == STDIN_SHOWN and self.sample_rate:
+                return  # standard input was opened and closed already (stopped): it cannot be read again
             self.open()
         f = self._file
         done = 0
