@@ -61,7 +61,6 @@ import io  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
-import stat  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 from typing import Sequence  # noqa: E402
@@ -269,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--device", metavar="DEV", help="input device: index or part of its name "
                      "(see `realtime-ser devices`; default: the system's default input)")
     src.add_argument("--replay", metavar="FILE", help="analyse an audio file (WAV/FLAC/OGG, any rate and channels) "
-                     "instead of a microphone")
+                     "instead of a microphone; '-' reads standard input (a WAV or OGG pipe, or a redirected file)")
     listen.add_argument("--pace", choices=("realtime", "fast"), default="realtime",
                         help="--replay speed: realtime behaves exactly like a microphone (windows may be skipped "
                              "if the machine is too slow); fast reads as fast as possible and loses nothing "
@@ -308,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="one JSON line per file: its overall emotion",
                              description="For each file: the mean probabilities over its speech windows, "
                                          "or an error for that file while the others still go through.")
-    predict.add_argument("files", nargs="+", metavar="FILE")
+    predict.add_argument("files", nargs="+", metavar="FILE", help="audio files; '-' is standard input")
     _add_model_args(predict)
     _add_profile_args(predict, saves=False)
     predict.add_argument("--same-speaker", action="store_true",
