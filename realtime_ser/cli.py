@@ -490,6 +490,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     if profile is not None:
         profile.apply(pipeline.processor)
     state["pipeline"] = pipeline
+    signal.setitimer(signal.ITIMER_REAL, 0)  # an interrupt deferred during an import: handled just below
     if state["signum"] is not None:
         pipeline.stop("stopped")
 
