@@ -398,3 +398,12 @@ def test_replay_and_predict_read_standard_input(tiny_model_path, speech_wav, tmp
                        capture_output=True, timeout=TIMEOUT_S)  # a FLAC pipe: its decoder needs to seek
     assert r.returncode == 3
     assert_one_line_error(r.stderr.decode(), "<stdin>", "pipe", "WAV or OGG")
+
+
+def test_an_unusable_home_gives_no_warning(tiny_model_path, speech_wav, tmp_path):
+    """HOME that cannot hold a directory: onnxruntime used to print an ANSI-coloured telemetry warning."""
+    home = tmp_path / "a-file"
+    home.write_text("")
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", "ORT_DISABLE_TELEMETRY")}
+    r = cli("predict", str(speech_wav), "--model", str(tiny_model_path), env={**env, "HOME": str(home)})
+    assert r.returncode == 0 and r.stderr == "", r.stderr
