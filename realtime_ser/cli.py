@@ -184,6 +184,7 @@ NUMBER_RANGES = {
     "--silence-hold": NumberRange(low=0.0, high=MAX_SECONDS),
     "--onset": NumberRange(low=0.0, high=MAX_ONSET_S),
     "--full-voiced": NumberRange(low=0.0, high=MAX_FULL_VOICED_S, above_low=True),
+    "--device-timeout": NumberRange(low=0.0, high=MAX_SECONDS),  # (the `robust` branch's flag; 0: exit at once)
 }
 ANY_NUMBER = NumberRange(low=-MAX_SECONDS, high=MAX_SECONDS, unit="")
 """What a numeric flag not in ``NUMBER_RANGES`` accepts: any finite number of a sane size."""
