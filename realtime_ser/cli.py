@@ -498,14 +498,12 @@ def cmd_listen(args: argparse.Namespace) -> int:
     show = args.dashboard if args.dashboard is not None else sys.stderr.isatty()
     dashboard, live = _make_dashboard(model, source.name) if show else (None, None)
     terminal = live is not None and _same_terminal(sys.stdout, sys.stderr)
-    sink = JsonlSink() if not terminal else _TerminalLines(live.console)
+    sink = _TerminalLines(live.console) if terminal else JsonlSink()  # stdout: the JSON lines
     events = pipeline.events()
     try:
         try:
             if live is not None:
                 live.start()
-            if terminal:
-                sink.hint()
             for event in events:
                 sink.write(event)
                 if dashboard is not None:
@@ -549,6 +547,7 @@ class _TerminalLines:
     def __init__(self, console) -> None:
         self.console = console
         self.lines = 0
+        self._hinted = False
 
     def _print(self, text: str, style: str | None = None) -> None:
         from rich.text import Text
@@ -565,6 +564,9 @@ class _TerminalLines:
     def write(self, event: dict) -> None:
         from .sinks.jsonl import encode
 
+        if not self._hinted:
+            self._hinted = True
+            self.hint()
         if event.get("type") in TERMINAL_EVENT_TYPES:
             self._print(encode(event))
             self.lines += 1
