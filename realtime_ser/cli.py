@@ -12,25 +12,58 @@ Exit codes:
 3     bad input audio (``predict``: at least one file failed, the others are printed)
 4     missing, corrupted or mismatched model
 5     no input device, device cannot be opened, or the device vanished
-130   stopped by SIGINT (Ctrl-C); every event produced was written, ``end`` last
+6     stdout cannot be written: closed (``>&-``), full (``> /dev/full``, a full disk), an I/O error;
+      the lines written before stay whole
+129   stopped by SIGHUP (the terminal closed); like SIGINT
+130   stopped by SIGINT (Ctrl-C, also during start-up); every event produced was written, ``end`` last
 141   stdout was closed by its reader (e.g. ``| head``); ends quietly
 143   stopped by SIGTERM; like SIGINT
 ====  ==========================================================================
+
+(The table with every case is docs/robustness.md.) Importing this module installs the program's
+signal handling first, before anything else is imported, so that an interrupt during start-up ends
+with the documented exit code and no traceback: this module is the program; embed ``realtime_ser.api``.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import importlib
-import importlib.util
-import io
-import logging
-import os
 import signal
-import sys
-import tempfile
-from typing import Sequence
+import threading
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_pending_signal: list[int] = []
+"""The first stop signal received before ``main()`` could act on it."""
+
+
+def _record_signal(signum: int, frame: object) -> None:
+    """Start-up handler: remember the first stop signal (``main()`` acts on it); a second one kills."""
+    if _pending_signal:
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+        return
+    _pending_signal.append(signum)
+
+
+def _install_stop_handlers(handler) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, handler)
+
+
+_install_stop_handlers(_record_signal)
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import importlib  # noqa: E402
+import importlib.util  # noqa: E402
+import io  # noqa: E402
+import logging  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from typing import Sequence  # noqa: E402
 
 # One BLAS / OpenMP thread unless the user set these: read once, when numpy / onnxruntime load
 # (nothing above imports them). The work per window is small matrices; a multi-threaded BLAS on
@@ -38,12 +71,17 @@ from typing import Sequence
 NATIVE_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 for _name in NATIVE_THREAD_VARS:
     os.environ.setdefault(_name, "1")
+# onnxruntime writes a telemetry device id under $HOME/.cache/Microsoft/DeveloperTools when it is
+# imported (1.32: in its native library, before any Python call could turn telemetry off), unless
+# this is set. A voice tool writes nothing the user did not ask for.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 from . import __version__  # noqa: E402 (after the thread settings on purpose)
-from .errors import ConfigError, SerError  # noqa: E402
+from .errors import ConfigError, ModelError, OutputError, SerError  # noqa: E402
 from .sinks.jsonl import OutputClosed, silence_stdout  # noqa: E402
 from .smoothing import (DEFAULT_ENTER, DEFAULT_EXIT, DEFAULT_FULL_VOICED_S, DEFAULT_MIN_DWELL_S,  # noqa: E402
-                        DEFAULT_ONSET_S, DEFAULT_SILENCE_HOLD_S, DEFAULT_TAU_S)
+                        DEFAULT_ONSET_S, DEFAULT_SILENCE_HOLD_S, DEFAULT_TAU_S, MAX_FULL_VOICED_S, MAX_ONSET_S,
+                        MAX_TAU_S)
 
 log = logging.getLogger("realtime_ser")
 
@@ -59,6 +97,9 @@ OPTIONAL_COMMANDS = ("bench", "calibrate", "profiles")
 heavy modules inside ``run``). The module docstring's first line is the help text."""
 
 DEFAULT_STATUS_EVERY_S = 5.0
+STDOUT_COMMANDS = ("listen", "predict", "devices")
+"""Subcommands whose product is stdout: started with stdout closed, they refuse at once (exit 6)."""
+STD_FDS = (0, 1, 2)
 
 
 class _Interrupted(BaseException):
@@ -71,6 +112,112 @@ class _Interrupted(BaseException):
 
 
 # ---------------------------------------------------------------- parser
+
+
+def _say(line: str) -> None:
+    """One line on stderr, whatever stderr is: closed, full or gone, the exit code must not change."""
+    stream = sys.stderr
+    if stream is None:
+        return
+    try:
+        stream.write(line.replace("\n", " ") + "\n")
+        stream.flush()
+    except (OSError, ValueError):  # stderr full or closed: nowhere left to say it
+        silence_stdout(stream)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the program's error contract: exactly one line ``realtime-ser: error: ...`` on
+    stderr and exit 2 (argparse's own prints the usage over several lines first)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        _say(f"{PROG}: error: {message}; see `{self.prog} --help`")
+        sys.exit(EXIT_USAGE)
+
+
+# Every numeric flag is checked here, in one place, when it is parsed: a value that parses as a
+# number either works or is refused with exit 2. NaN and infinities are never accepted; the ranges
+# keep the arithmetic downstream finite (a sample count from --duration, a status step from
+# --status-every that must advance the audio clock). Flags not listed (other subcommands') still
+# get the finite-number check. Relations between values (--hop <= --window, --exit <= --enter) and
+# the model-dependent limits are checked where the configuration is built (exit 2 as well).
+MAX_SECONDS = 1e9
+"""The largest number of seconds any flag takes (31 years of audio: the sample counts stay exact)."""
+MIN_TIME_STEP_S = 0.01
+"""The shortest --duration or --status-every (0 turns status events off): a smaller step would not
+advance the audio clock (it is far below the hop, so a status event per window is still possible)."""
+MAX_BLOCK_FRAMES = 1 << 20
+"""The largest --block-size: 22 s at 48 kHz; more would only be one huge read or a refused device buffer."""
+
+
+class NumberRange:
+    """The accepted values of a numeric flag: ``low``..``high`` (bounds included), ``0`` also when ``zero_ok``."""
+
+    def __init__(self, *, low: float, high: float, zero_ok: bool = False, above_low: bool = False,
+                 unit: str = "s") -> None:
+        self.low = low
+        self.high = high
+        self.zero_ok = zero_ok
+        self.above_low = above_low  # ``low`` itself excluded
+        self.unit = unit
+
+    def accepts(self, value: float) -> bool:
+        if self.zero_ok and value == 0:
+            return True
+        return (self.low < value if self.above_low else self.low <= value) and value <= self.high
+
+    def describe(self) -> str:
+        low = f"above {self.low:g} and up to" if self.above_low else f"between {self.low:g} and"
+        return f"{low} {self.high:g}" + (f" {self.unit}" if self.unit else "") + (" (or 0)" if self.zero_ok else "")
+
+
+NUMBER_RANGES = {
+    "--status-every": NumberRange(low=MIN_TIME_STEP_S, high=MAX_SECONDS, zero_ok=True),
+    "--duration": NumberRange(low=MIN_TIME_STEP_S, high=MAX_SECONDS),
+    "--block-size": NumberRange(low=1, high=MAX_BLOCK_FRAMES, unit="frames"),
+    "--window": NumberRange(low=0.0, high=MAX_SECONDS, above_low=True),  # the framing's own limits: StreamConfig
+    "--hop": NumberRange(low=0.0, high=MAX_SECONDS, above_low=True),
+    "--smooth-tau": NumberRange(low=0.0, high=MAX_TAU_S, above_low=True),
+    "--enter": NumberRange(low=0.0, high=1.0, above_low=True, unit=""),
+    "--exit": NumberRange(low=0.0, high=1.0, unit=""),
+    "--min-dwell": NumberRange(low=0.0, high=MAX_SECONDS),
+    "--silence-hold": NumberRange(low=0.0, high=MAX_SECONDS),
+    "--onset": NumberRange(low=0.0, high=MAX_ONSET_S),
+    "--full-voiced": NumberRange(low=0.0, high=MAX_FULL_VOICED_S, above_low=True),
+    "--device-timeout": NumberRange(low=0.0, high=MAX_SECONDS),  # (the `robust` branch's flag; 0: exit at once)
+}
+ANY_NUMBER = NumberRange(low=-MAX_SECONDS, high=MAX_SECONDS, unit="")
+"""What a numeric flag not in ``NUMBER_RANGES`` accepts: any finite number of a sane size."""
+
+
+def _checked_number(kind: type, limits: NumberRange):
+    """An argparse ``type`` for ``kind`` (int or float) that refuses what ``limits`` do not allow."""
+
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") \
+                from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number; give a value {limits.describe()}")
+        if not limits.accepts(value):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; give a value {limits.describe()}")
+        return value
+
+    convert.__name__ = kind.__name__
+    return convert
+
+
+def _check_numbers(parser: argparse.ArgumentParser) -> None:
+    """Give every int/float flag of ``parser`` and its subcommands its range check."""
+    for action in parser._actions:  # argparse keeps every action here (groups included)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _check_numbers(sub)
+        elif action.type in (int, float):
+            limits = next((NUMBER_RANGES[o] for o in action.option_strings if o in NUMBER_RANGES), ANY_NUMBER)
+            action.type = _checked_number(action.type, limits)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -105,11 +252,11 @@ def _save_profile(profile, pipeline) -> None:
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG, description="Real-time speech-emotion tracking: audio in, JSON lines out (stdout), "
                                "a live dashboard on stderr.",
-        epilog="exit codes: 0 ok, 2 usage, 3 bad audio, 4 model, 5 audio device, 130 SIGINT, 141 stdout "
-               "closed, 143 SIGTERM")
+        epilog="exit codes: 0 ok, 2 usage, 3 bad audio, 4 model, 5 audio device, 6 stdout not writable, "
+               "129 SIGHUP, 130 SIGINT, 141 stdout closed by its reader, 143 SIGTERM (docs/robustness.md)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -122,7 +269,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     src.add_argument("--device", metavar="DEV", help="input device: index or part of its name "
                      "(see `realtime-ser devices`; default: the system's default input)")
     src.add_argument("--replay", metavar="FILE", help="analyse an audio file (WAV/FLAC/OGG, any rate and channels) "
-                     "instead of a microphone")
+                     "instead of a microphone; '-' reads standard input (a WAV or OGG pipe, or a redirected file)")
     listen.add_argument("--pace", choices=("realtime", "fast"), default="realtime",
                         help="--replay speed: realtime behaves exactly like a microphone (windows may be skipped "
                              "if the machine is too slow); fast reads as fast as possible and loses nothing "
@@ -161,7 +308,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="one JSON line per file: its overall emotion",
                              description="For each file: the mean probabilities over its speech windows, "
                                          "or an error for that file while the others still go through.")
-    predict.add_argument("files", nargs="+", metavar="FILE")
+    predict.add_argument("files", nargs="+", metavar="FILE", help="audio files; '-' is standard input")
     _add_model_args(predict)
     _add_profile_args(predict, saves=False)
     predict.add_argument("--same-speaker", action="store_true",
@@ -183,6 +330,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=doc, description=module.__doc__)
         module.add_arguments(p)
         p.set_defaults(run=module.run)
+    _check_numbers(parser)
     return parser
 
 
@@ -193,6 +341,9 @@ def _stream_config(args: argparse.Namespace, model):
     from .api import stream_config
     from .smoothing import SmoothingParams
 
+    if hasattr(args, "smooth_tau") and args.exit > args.enter:
+        raise ConfigError(f"--exit {args.exit:g} is above --enter {args.enter:g}; the exit threshold must not "
+                          f"exceed the enter threshold")
     try:
         smoothing = SmoothingParams(tau_s=args.smooth_tau, enter=args.enter, exit=args.exit,
                                     min_dwell_s=args.min_dwell, silence_hold_s=args.silence_hold,
@@ -207,34 +358,58 @@ def _stream_config(args: argparse.Namespace, model):
     return cfg
 
 
-def cmd_devices(args: argparse.Namespace) -> int:
-    import json
+CARD_SNIFF_BYTES = 64
+"""How much of a --model file is read to tell a JSON card from an ONNX model (protobuf, never ``{``)."""
 
+
+def _check_model_arg(model: str | None) -> None:
+    """``--model`` given a model card (the JSON beside the .onnx) instead of the model: say so (the
+    loader would read the card as its own card and report a checksum mismatch)."""
+    if not model:
+        return
+    from pathlib import Path
+
+    path = Path(model)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(CARD_SNIFF_BYTES).lstrip()
+    except OSError:
+        return  # the model loader reports a missing or unreadable file
+    if path.suffix.lower() == ".json" or head.startswith(b"{"):
+        onnx = path.with_suffix(".onnx")
+        hint = f"give the model beside it, {onnx}" if onnx.exists() else "give the path of the .onnx model"
+        raise ModelError(f"--model {model} is a model card (JSON), not an ONNX model; {hint}")
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
     from .audio.sources import NO_DEVICE_HINT, list_input_devices
     from .errors import AudioDeviceError
+    from .sinks.jsonl import JsonlSink, write_text
 
     devices = list_input_devices()
     if not devices:
         raise AudioDeviceError(f"no audio input device found; {NO_DEVICE_HINT}")
-    out = sys.stdout
+    sink = JsonlSink()
     if args.json:
         for d in devices:
-            out.write(json.dumps(d.to_json()) + "\n")
-    else:
-        width = max(len(d.name) for d in devices)
-        out.write(f"  {'#':>3}  {'name':<{width}}  {'channels':>8}  {'rate':>7}  host API\n")
-        for d in devices:
-            mark = "*" if d.is_default else " "
-            out.write(f"{mark} {d.index:>3}  {d.name:<{width}}  {d.channels:>8}  {d.default_rate:>7.0f}  {d.hostapi}\n")
-        out.write("(* = default input; use `realtime-ser listen --device INDEX` or part of the name)\n")
-    out.flush()
+            sink.write(d.to_json())
+        return EXIT_OK
+    width = max(len(d.name) for d in devices)
+    lines = [f"  {'#':>3}  {'name':<{width}}  {'channels':>8}  {'rate':>7}  host API"]
+    for d in devices:
+        mark = "*" if d.is_default else " "
+        lines.append(f"{mark} {d.index:>3}  {d.name:<{width}}  {d.channels:>8}  {d.default_rate:>7.0f}  {d.hostapi}")
+    lines.append("(* = default input; use `realtime-ser listen --device INDEX` or part of the name)")
+    write_text(sink, "\n".join(lines) + "\n")
     return EXIT_OK
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .api import load_model, load_profile, speaker_state, summarize_file
+    from .audio.sources import display_path
     from .sinks.jsonl import JsonlSink
 
+    _check_model_arg(args.model)
     model = load_model(args.model)
     cfg = _stream_config(args, model)
     if args.profile and args.same_speaker:
@@ -254,9 +429,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             result = summarize_file(path, model, cfg, profile=profile, normalizer_state=state)
+            result["file"] = display_path(path)
         except SerError as e:
             log.error("%s", e)
-            result = {"file": path, "error": str(e)}
+            result = {"file": display_path(path), "error": str(e)}
             if exit_code == EXIT_OK:
                 exit_code = e.exit_code
         sink.write(result)
@@ -289,20 +465,22 @@ def cmd_listen(args: argparse.Namespace) -> int:
     state = {"pipeline": None, "signum": None}
 
     def on_signal(signum, frame) -> None:
-        if state["signum"] is not None:  # a second signal: stop waiting, die by it
+        if state["signum"] is not None or _pending_signal:  # a second signal: stop waiting, die by it
             signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
+            signal.raise_signal(signum)
             return
         state["signum"] = signum
-        if state["pipeline"] is None:
-            raise _Interrupted(signum)
+        if state["pipeline"] is None:  # still starting (model, device): unwind to main()
+            _pending_signal.append(signum)
+            _deliver_interrupt(frame)
+            return
         state["pipeline"].stop("stopped")
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    _install_stop_handlers(on_signal)  # SIGINT, SIGTERM and SIGHUP (the terminal closed): the same stop
 
     from .api import load_profile
 
+    _check_model_arg(args.model)
     model = load_model(args.model)
     profile = load_profile(args.profile, model) if args.profile else None
     try:
@@ -319,32 +497,93 @@ def cmd_listen(args: argparse.Namespace) -> int:
     if profile is not None:
         profile.apply(pipeline.processor)
     state["pipeline"] = pipeline
+    signal.setitimer(signal.ITIMER_REAL, 0)  # an interrupt deferred during an import: handled just below
     if state["signum"] is not None:
         pipeline.stop("stopped")
 
     show = args.dashboard if args.dashboard is not None else sys.stderr.isatty()
     dashboard, live = _make_dashboard(model, source.name) if show else (None, None)
-    sink = JsonlSink()
+    terminal = live is not None and _same_terminal(sys.stdout, sys.stderr)
+    sink = _TerminalLines(live.console) if terminal else JsonlSink()  # stdout: the JSON lines
     events = pipeline.events()
     try:
-        if live is not None:
-            live.start()
-        for event in events:
-            sink.write(event)
-            if dashboard is not None:
-                dashboard.update(event)
+        try:
+            if live is not None:
+                live.start()
+            for event in events:
+                sink.write(event)
+                if dashboard is not None:
+                    dashboard.update(event)
+        finally:
+            events.close()
+            if live is not None:
+                _stop_live(live)
+            if profile is not None and not args.no_save_profile:
+                _save_profile(profile, pipeline)
     except OutputClosed:
         pipeline.stop("stopped")
-        return EXIT_OUTPUT_CLOSED
-    finally:
-        events.close()
-        if live is not None:
-            live.stop()
-        if profile is not None and not args.no_save_profile:
-            _save_profile(profile, pipeline)
+        return EXIT_OUTPUT_CLOSED if state["signum"] is None else SIGNAL_EXIT_BASE + state["signum"]
+    except OutputError:
+        if state["signum"] is None:
+            raise
+        # stopped by a signal (SIGHUP: the terminal is gone, so writing to it fails): the signal's code
     if state["signum"] is not None:
         return SIGNAL_EXIT_BASE + state["signum"]
     return EXIT_OK
+
+
+def _same_terminal(out, err) -> bool:
+    """True when stdout and stderr are the same terminal (the JSON lines would run through the dashboard)."""
+    try:
+        return out.isatty() and err.isatty() and os.path.samestat(os.fstat(out.fileno()), os.fstat(err.fileno()))
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+TERMINAL_EVENT_TYPES = ("start", "change", "end")
+"""With stdout on the dashboard's terminal, the events printed above the live view (a prediction
+every hop would scroll the dashboard away; redirect stdout for every event)."""
+
+
+class _TerminalLines:
+    """The sink when stdout is the dashboard's own terminal: the start, change and end lines are
+    printed above the live view through Rich (``Console.print`` inside ``Live``), so lines and dashboard
+    never overwrite each other. A pipe or a file on stdout gets every line, as always (``JsonlSink``)."""
+
+    def __init__(self, console) -> None:
+        self.console = console
+        self.lines = 0
+        self._hinted = False
+
+    def _print(self, text: str, style: str | None = None) -> None:
+        from rich.text import Text
+
+        try:
+            self.console.print(Text(text, style=style or ""), soft_wrap=True, highlight=False)
+        except (OSError, ValueError) as e:
+            raise OutputError(f"cannot write to the terminal ({getattr(e, 'strerror', None) or e})") from None
+
+    def hint(self) -> None:
+        self._print(f"stdout is this terminal: only {', '.join(TERMINAL_EVENT_TYPES)} events are shown above the "
+                    f"dashboard; redirect stdout (> events.jsonl, or | jq) for every event", style="dim")
+
+    def write(self, event: dict) -> None:
+        from .sinks.jsonl import encode
+
+        if not self._hinted:
+            self._hinted = True
+            self.hint()
+        if event.get("type") in TERMINAL_EVENT_TYPES:
+            self._print(encode(event))
+            self.lines += 1
+
+
+def _stop_live(live) -> None:
+    """Stop the dashboard; a terminal that went away (SIGHUP) cannot take the last frame."""
+    try:
+        live.stop()
+    except (OSError, ValueError) as e:
+        log.debug("stopping the dashboard: %s", e)
 
 
 COMMANDS = {"listen": cmd_listen, "devices": cmd_devices, "predict": cmd_predict}
@@ -352,14 +591,23 @@ COMMANDS = {"listen": cmd_listen, "devices": cmd_devices, "predict": cmd_predict
 C_NOISE_PREFIXES = ("Expression '", "ALSA lib ", "Cannot connect to server", "jack server", "JackShmReadWritePtr")
 """Lines that PortAudio, ALSA and JACK print on their own to file descriptor 2 (for example when a
 device vanishes, PortAudio's ALSA layer prints three 'Expression ... failed' lines)."""
+C_NOISE_MARKERS = ("libmpg123/",)
+"""Lines containing these are noise as well: libsndfile's MP3 decoder (libmpg123) reports recoverable
+bit-reservoir issues of valid MP3 files, ``[src/libmpg123/layer3.c:...] error: part2_3_length ...``."""
+DIVERTED_COMMANDS = ("listen", "predict", "devices", "calibrate")
+"""Subcommands that run PortAudio or libsndfile, whose C-level stderr goes through ``divert_c_stderr``."""
+
+
+def _is_c_noise(line: str) -> bool:
+    return line.lstrip().startswith(C_NOISE_PREFIXES) or any(marker in line for marker in C_NOISE_MARKERS)
 
 
 @contextlib.contextmanager
 def divert_c_stderr():
     """While open: C libraries' writes to fd 2 go to a temporary file, Python's stderr (logging,
-    the dashboard, the error line) still reaches the terminal. On exit, known PortAudio/ALSA noise
-    is logged at debug level (-vv) and anything else is passed on to stderr, so a device fault
-    ends with one clear line instead of the C libraries' diagnostics."""
+    the dashboard, the error line) still reaches the terminal. On exit, known PortAudio/ALSA/mpg123
+    noise is logged at debug level (-vv) and anything else is passed on to stderr, so a device fault
+    ends with one clear line instead of the C libraries' diagnostics, and a valid MP3 with none."""
     try:
         sys.stderr.flush()
         real_fd = os.dup(2)
@@ -378,7 +626,10 @@ def divert_c_stderr():
         try:
             yield
         finally:
-            new_stderr.flush()
+            try:
+                new_stderr.flush()
+            except (OSError, ValueError):  # stderr full: what it held is lost either way
+                silence_stdout(new_stderr)
             os.dup2(real_fd, 2)
             os.close(real_fd)
             sys.stderr = old_stderr
@@ -388,11 +639,10 @@ def divert_c_stderr():
             for line in trap.read().decode("utf-8", "replace").splitlines():
                 if not line.strip():
                     continue
-                if line.lstrip().startswith(C_NOISE_PREFIXES):
+                if _is_c_noise(line):
                     log.debug("(audio library) %s", line)
                 else:
-                    old_stderr.write(line + "\n")
-            old_stderr.flush()
+                    _say(line)
 
 
 # ---------------------------------------------------------------- entry point
@@ -405,9 +655,16 @@ class _Formatter(logging.Formatter):
         return f"{PROG}: {record.levelname.lower()}: {record.getMessage()}"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Logging to stderr that never turns a full or closed stderr into a traceback or another exit code."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        silence_stdout(self.stream)
+
+
 def _setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler(sys.stderr)
     handler.setFormatter(_Formatter())
     root = logging.getLogger("realtime_ser")
     root.handlers[:] = [handler]
@@ -415,28 +672,122 @@ def _setup_logging(verbosity: int) -> None:
     root.propagate = False
 
 
+def _reopen_closed_std_fds() -> frozenset[int]:
+    """File descriptors 0-2 the program was started without (``>&-``, ``2>&-``): each is pointed at
+    /dev/null (else the next file opened would take its number, and writes meant for stdout or C
+    libraries' messages meant for stderr would land in it) and its Python stream rebuilt on it.
+    Returns the numbers that were closed."""
+    closed = set()
+    for fd in STD_FDS:
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.add(fd)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+    if 1 in closed and sys.stdout is None:
+        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115 (lives as long as the process)
+    if 2 in closed and sys.stderr is None:
+        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+    return frozenset(closed)
+
+
+IMPORT_FRAME_PREFIX = "<frozen importlib"
+REDELIVER_S = 0.01
+"""How soon an interrupt deferred during an import is tried again."""
+
+
+def _in_import(frame) -> bool:
+    """True when ``frame`` runs inside the import machinery (also when C code, numpy's for example,
+    imports a module): an exception raised there can be turned into an ImportError."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(IMPORT_FRAME_PREFIX):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _redeliver(signum: int, frame) -> None:
+    _deliver_interrupt(frame)
+
+
+def _deliver_interrupt(frame) -> None:
+    """Unwind to ``main()`` with the pending stop signal, unless an import is running: then try again
+    in ``REDELIVER_S`` (SIGALRM), so an interrupt never breaks a half-imported module."""
+    if _in_import(frame):
+        signal.signal(signal.SIGALRM, _redeliver)
+        signal.setitimer(signal.ITIMER_REAL, REDELIVER_S)
+        return
+    raise _Interrupted(_pending_signal[0])
+
+
+def _raise_interrupted(signum: int, frame) -> None:
+    """The handler while ``main()`` runs a command: unwind to ``main()``, which exits 128 + signum;
+    a second signal kills at once."""
+    if _pending_signal:
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+        return
+    _pending_signal.append(signum)
+    _deliver_interrupt(frame)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except _Interrupted as e:
+        return SIGNAL_EXIT_BASE + e.signum
+    except KeyboardInterrupt:
+        return SIGNAL_EXIT_BASE + signal.SIGINT
+    finally:
+        _install_stop_handlers(_record_signal)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    closed_fds = _reopen_closed_std_fds()
+    _install_stop_handlers(_raise_interrupted)
+    if _pending_signal:  # interrupted during start-up (imports): stop now, as documented
+        return SIGNAL_EXIT_BASE + _pending_signal[0]
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
     run = getattr(args, "run", None) or COMMANDS[args.command]
-    uses_portaudio = args.command == "devices" or (args.command in ("listen", "calibrate") and args.replay is None)
     try:
-        with divert_c_stderr() if uses_portaudio else contextlib.nullcontext():
+        if 1 in closed_fds and args.command in STDOUT_COMMANDS:
+            raise OutputError("stdout is closed (started with >&-); the events are written to stdout: redirect it "
+                              "to a file, a pipe or /dev/null")
+        with divert_c_stderr() if args.command in DIVERTED_COMMANDS else contextlib.nullcontext():
             return int(run(args) or EXIT_OK)
     except SerError as e:
-        sys.stderr.write(f"{PROG}: error: {e}\n")
-        sys.stderr.flush()
+        _say(f"{PROG}: error: {e}")
         return e.exit_code
     except OutputClosed:
         return EXIT_OUTPUT_CLOSED
     except BrokenPipeError:
         silence_stdout(sys.stdout)
         return EXIT_OUTPUT_CLOSED
-    except _Interrupted as e:
-        return SIGNAL_EXIT_BASE + e.signum
-    except KeyboardInterrupt:
-        return SIGNAL_EXIT_BASE + signal.SIGINT
+
+
+def _final_flush(code: int) -> int:
+    """Flush stdout and stderr once more; a stream that cannot take it is pointed at /dev/null so that
+    the interpreter's own flush at exit cannot fail (and change the exit code to 120). Unwritten
+    stdout (not the event lines: each is flushed when written) is an output error when all else went well."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None:
+            continue
+        try:
+            stream.flush()
+        except BrokenPipeError:
+            silence_stdout(stream)
+        except (OSError, ValueError) as e:
+            silence_stdout(stream)
+            if stream is sys.stdout and code == EXIT_OK:
+                _say(f"{PROG}: error: cannot write to stdout ({getattr(e, 'strerror', None) or e})")
+                code = OutputError.exit_code
+    return code
 
 
 def entry() -> None:
@@ -447,18 +798,12 @@ def entry() -> None:
     more here. The process then ends with ``os._exit``: the interpreter's own teardown (freeing every
     numpy and onnxruntime object one by one: 30-40 ms, some 3 % of a 10-minute fast replay at its
     target speed) has nothing left to do for us. Not when PortAudio is loaded (``sounddevice``
-    terminates it in an exit handler), and not when the final flush fails: those exit normally, as
-    does an exception escaping ``main()`` (exit code 1 with its traceback).
+    terminates it in an exit handler): that exits normally, as does an exception escaping ``main()``
+    (exit code 1 with its traceback).
     """
-    code = main()
+    code = _final_flush(main())
     if "sounddevice" not in sys.modules:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except (OSError, ValueError) as e:  # let the interpreter's exit deal with it, as before
-            log.debug("final flush: %s", e)
-        else:
-            os._exit(code)
+        os._exit(code)
     sys.exit(code)
 
 

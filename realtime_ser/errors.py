@@ -33,3 +33,10 @@ class AudioDeviceError(SerError):
     """No input device, a device that cannot be opened, or one that vanished."""
 
     exit_code = 5
+
+
+class OutputError(SerError):
+    """stdout cannot be written: closed (``>&-``), full (``> /dev/full``, a full disk) or an I/O error.
+    (A reader that goes away, ``| head``, is not an error: the program ends quietly with 141.)"""
+
+    exit_code = 6

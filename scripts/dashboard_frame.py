@@ -18,7 +18,7 @@ from rich.console import Console
 
 from realtime_ser.sinks.dashboard import Dashboard
 
-WIDTH = 100
+WIDTH = 80
 
 
 def main() -> int:

@@ -175,3 +175,70 @@ def test_clip_shorter_than_a_window(tracker, tmp_path):
     ps = preds(replay(tracker, p))
     assert [q["t_end"] for q in ps] == [0.5, 0.7] and ps[-1]["t_start"] == 0.0
     assert predict_file(p, model=tracker.model)["speech_s"] > 0
+
+
+# ---------------------------------------------------------------- names and file kinds (issue 12 §2)
+
+NAME_MAX_BYTES = 255  # Linux NAME_MAX
+LONG_PATH_CHARS = 1100  # beyond libsndfile's 1024-byte name buffer, within PATH_MAX
+
+
+def test_a_fifo_is_not_a_regular_file(tracker, tmp_path):
+    fifo = tmp_path / "stream.wav"
+    os.mkfifo(fifo)
+    with pytest.raises(InputAudioError, match="not a regular file.*FIFO") as err:
+        list(tracker.replay(fifo))  # must not block waiting for a writer, nor say "empty"
+    assert "empty" not in str(err.value)
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/null"])
+def test_a_device_is_not_a_regular_file(tracker, device):
+    with pytest.raises(InputAudioError, match="not a regular file.*character device"):
+        predict_file(device, model=tracker.model)
+
+
+def test_a_pipe_is_not_a_regular_file(tracker):
+    read_end, write_end = os.pipe()
+    try:
+        with pytest.raises(InputAudioError, match="not a regular file"):
+            predict_file(f"/proc/self/fd/{read_end}", model=tracker.model)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_an_empty_name_says_so(tracker):
+    with pytest.raises(InputAudioError, match="file name is empty") as err:
+        list(tracker.replay(""))
+    assert "directory" not in str(err.value)
+
+
+def test_a_name_component_over_255_bytes_gives_the_true_reason(tracker, tmp_path):
+    p = tmp_path / ("n" * (NAME_MAX_BYTES + 10) + ".wav")
+    with pytest.raises(InputAudioError, match="file name too long"):
+        predict_file(p, model=tracker.model)
+
+
+def test_a_path_of_1100_characters_is_read(tracker, tmp_path):
+    """Each component is legal; only the whole path is long: it is a good file and must be read."""
+    d = tmp_path
+    while len(str(d)) < LONG_PATH_CHARS:
+        d = d / ("d" * 200)
+    d.mkdir(parents=True)
+    p = d / "long.wav"
+    os.rename(write_audio(tmp_path / "short.wav", clip()), p)  # libsndfile could not even write that name
+    assert len(str(p)) >= LONG_PATH_CHARS
+    ps = preds(replay(tracker, p))
+    assert len(ps) == 3 and ps[-1]["emotion"] == "sad"
+
+
+def test_a_name_that_is_not_utf8_is_read_and_shown_readably(tracker, tmp_path):
+    raw = os.fsencode(tmp_path) + b"/caf\xe9 \xff.wav"
+    name = os.fsdecode(raw)
+    os.rename(write_audio(tmp_path / "plain.wav", clip()), name)  # as Python gives it from argv: surrogate escapes
+    events = replay(tracker, name)
+    assert preds(events)[-1]["emotion"] == "sad"
+    assert events[0]["device"].endswith("caf\\xe9 \\xff.wav")  # shown, and valid JSON text, not lone surrogates
+    with pytest.raises(InputAudioError) as err:
+        predict_file(os.fsdecode(raw[:-4] + b".nope.wav"), model=tracker.model)
+    assert "no such file" in str(err.value) and "\\xe9" in str(err.value)

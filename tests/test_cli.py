@@ -4,6 +4,7 @@ imports, `predict` with good and bad files, and every stdout line validated agai
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -229,3 +230,180 @@ def test_usage_errors_exit_2():
     r = cli("listen", "--replay", "a.wav", "--device", "1")
     assert r.returncode == 2 and "not allowed with" in r.stderr
     assert cli().returncode == 2
+
+
+# ---------------------------------------------------------------- found by trying to break it (issue 12 §2)
+
+
+def test_predict_goes_on_after_names_too_long_or_not_utf8(tiny_model_path, speech_wav, tmp_path):
+    """A component over 255 bytes: one line for that file, the others still predicted; a name whose bytes
+    are not UTF-8 (passed as bytes, as a shell passes it) is read and shown with \\xNN escapes."""
+    odd = os.fsencode(tmp_path) + b"/voix \xe9\xff.wav"
+    os.rename(write_audio(tmp_path / "odd.wav", voice(LOW_F0, 2.5, seed=9)), odd)
+    too_long = str(tmp_path / ("x" * 300 + ".wav"))
+    argv = [os.fsencode(a) for a in (sys.executable, "-m", "realtime_ser", "predict")] + \
+        [os.fsencode(str(speech_wav)), os.fsencode(too_long), odd, b"--model", os.fsencode(str(tiny_model_path))]
+    r = subprocess.run(argv, capture_output=True, timeout=TIMEOUT_S)
+    out = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    err = r.stderr.decode()
+    assert r.returncode == 3, err
+    assert [o.get("error") is None for o in out] == [True, False, True]
+    assert "file name too long" in out[1]["error"] and "not an audio file" not in out[1]["error"]
+    assert out[2]["file"].endswith("voix \\xe9\\xff.wav") and out[2]["emotion"] == "sad"
+    assert_one_line_error(err, "file name too long")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["listen", "--bogus"], ["unrecognized arguments: --bogus"]),
+    (["listen", "--duration"], ["--duration", "expected one argument"]),
+    (["listen", "--pace", "slow"], ["invalid choice"]),
+    ([], ["required: COMMAND"]),
+    (["nonsense"], ["invalid choice"]),
+    (["listen", "--replay", "a.wav", "--device", "1"], ["not allowed with"]),
+    (["predict"], ["required: FILE"]),
+    (["listen", "--block-size", "1.5"], ["--block-size", "not an integer"]),
+])
+def test_usage_errors_are_one_line(args, words):
+    r = cli(*args)
+    assert r.returncode == 2 and r.stdout == ""
+    assert_one_line_error(r.stderr, *words)
+
+
+NUMERIC_FLAGS = ["--block-size", "--window", "--hop", "--smooth-tau", "--enter", "--exit", "--min-dwell",
+                 "--silence-hold", "--onset", "--full-voiced", "--status-every", "--duration"]
+ODD_NUMBERS = ["nan", "inf", "-inf", "-1", "0", "1e-17", "1e-300", "1e308", "3"]
+CASE_TIMEOUT_S = 30
+
+HARNESS = r"""
+import contextlib, faulthandler, io, json, sys
+from realtime_ser import cli
+results = []
+for argv in json.loads(sys.argv[1]):
+    faulthandler.dump_traceback_later(CASE_TIMEOUT_S, exit=True)  # a spinning value fails the test
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main(argv)
+        except SystemExit as e:
+            code = e.code
+    faulthandler.cancel_dump_traceback_later()
+    results.append([argv, code, err.getvalue()])
+print(json.dumps(results))
+""".replace("CASE_TIMEOUT_S", str(CASE_TIMEOUT_S))
+
+
+def test_every_number_that_parses_works_or_exits_2(tiny_model_path, tmp_path):
+    """NaN, infinities, negatives, tiny and huge values for every numeric flag: exit 0 (it works) or 2
+    with one line, never a traceback, a hang (``--status-every 1e-17`` spun forever) or another code."""
+    short = write_audio(tmp_path / "short.wav", voice(LOW_F0, 1.5, seed=2))
+    base = ["listen", "--replay", str(short), "--pace", "fast", "--model", str(tiny_model_path), "--no-dashboard"]
+    cases = [base + [flag, value] for flag in NUMERIC_FLAGS for value in ODD_NUMBERS]
+    r = subprocess.run([sys.executable, "-c", HARNESS, json.dumps(cases)], capture_output=True, text=True,
+                       timeout=TIMEOUT_S * 4)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    results = json.loads(r.stdout.splitlines()[-1])
+    assert len(results) == len(cases)
+    worked = 0
+    for argv, code, err in results:
+        flag, value = argv[-2:]
+        assert code in (0, 2), (flag, value, code, err)
+        if code == 2:
+            lines = err.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("realtime-ser: error: ") and flag in lines[0], \
+                (flag, value, err)
+        else:
+            worked += 1
+            assert value not in ("nan", "inf", "-inf"), (flag, value)
+    assert worked >= len(NUMERIC_FLAGS)  # the sane values do work
+
+
+def test_a_card_given_as_the_model_says_so(tiny_model_path, speech_wav):
+    r = cli("predict", str(speech_wav), "--model", str(tiny_model_path.with_suffix(".json")))
+    assert r.returncode == 4
+    assert_one_line_error(r.stderr, "is a model card (JSON), not an ONNX model", str(tiny_model_path))
+
+
+def test_fifo_and_devices_are_not_called_empty(tiny_model_path, tmp_path):
+    fifo = tmp_path / "live.wav"
+    os.mkfifo(fifo)
+    r = cli("listen", "--replay", str(fifo), "--model", str(tiny_model_path), "--no-dashboard")
+    assert r.returncode == 3
+    assert_one_line_error(r.stderr, "not a regular file (a FIFO or pipe)")
+    r = cli("listen", "--replay", "", "--model", str(tiny_model_path), "--no-dashboard")
+    assert r.returncode == 3
+    assert_one_line_error(r.stderr, "file name is empty")
+
+
+def test_a_valid_mp3_decodes_without_library_noise(tiny_model_path, tmp_path):
+    """libmpg123 reports recoverable bit-reservoir issues of valid MP3s on fd 2 (`error: part2_3_length
+    ...`): the one-line contract holds, and a good file gives nothing at all on stderr."""
+    import soundfile as sf
+
+    if "MP3" not in sf.available_formats():
+        pytest.skip(f"this libsndfile ({sf.__libsndfile_version__}) has no MP3 support")
+    t = np.arange(4 * SR) / SR
+    x = (0.3 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
+         + 0.05 * np.random.default_rng(0).standard_normal(len(t))).astype(np.float32)
+    mp3 = tmp_path / "tone.mp3"
+    sf.write(str(mp3), x, SR, format="MP3")
+    read_in_blocks = (f"import soundfile as sf\nf = sf.SoundFile({str(mp3)!r})\n"
+                      f"while len(f.read({2 * SR}, dtype='float32')):\n    pass\n")  # as the file source reads
+    probe = subprocess.run([sys.executable, "-c", read_in_blocks], capture_output=True, text=True, timeout=TIMEOUT_S)
+    if "mpg123" not in probe.stderr:
+        pytest.skip("this libmpg123 decodes the test file silently: nothing to hide")
+    for args in (["predict", str(mp3)], ["listen", "--replay", str(mp3), "--pace", "fast", "--no-dashboard"]):
+        r = cli(*args, "--model", str(tiny_model_path))
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+        assert r.stdout.strip()
+
+
+def test_a_run_writes_nothing_under_home(tiny_model_path, speech_wav, tmp_path):
+    """onnxruntime writes a telemetry device id under $HOME/.cache on import unless told not to."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home)}
+    env.pop("XDG_CACHE_HOME", None)
+    env.pop("ORT_DISABLE_TELEMETRY", None)
+    for args in (["predict", str(speech_wav)], ["listen", "--replay", str(speech_wav), "--pace", "fast",
+                                                "--no-dashboard"]):
+        r = cli(*args, "--model", str(tiny_model_path), env=env)
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == []
+
+
+def test_replay_and_predict_read_standard_input(tiny_model_path, speech_wav, tmp_path):
+    """``-`` is standard input: a pipe of WAV or OGG, or any file redirected with ``<``."""
+    import soundfile as sf
+
+    x, sr = sf.read(str(speech_wav), dtype="float32")
+    ogg, flac = tmp_path / "s.ogg", tmp_path / "s.flac"
+    sf.write(str(ogg), x, sr)
+    sf.write(str(flac), x, sr)
+    model = ["--model", str(tiny_model_path)]
+    piped_wav = subprocess.run([sys.executable, "-m", "realtime_ser", "predict", "-", *model],
+                               input=speech_wav.read_bytes(), capture_output=True, timeout=TIMEOUT_S)
+    direct = cli("predict", str(speech_wav), *model)
+    assert piped_wav.returncode == 0, piped_wav.stderr
+    assert {**json.loads(piped_wav.stdout), "file": "x"} == {**json.loads(direct.stdout), "file": "x"}
+    r = subprocess.run([sys.executable, "-m", "realtime_ser", "listen", "--replay", "-", "--pace", "fast",
+                        "--no-dashboard", *model], input=ogg.read_bytes(), capture_output=True, timeout=TIMEOUT_S)
+    events = parse_lines(r.stdout.decode())
+    assert r.returncode == 0 and events[0]["device"] == "<stdin>" and events[-1]["reason"] == "end_of_input"
+    assert sum(e["type"] == "prediction" for e in events) == 12
+    with open(flac, "rb") as f:  # a redirected file may be any format (it can seek)
+        r = subprocess.run([sys.executable, "-m", "realtime_ser", "predict", "-", *model], stdin=f,
+                           capture_output=True, timeout=TIMEOUT_S)
+    assert r.returncode == 0 and json.loads(r.stdout)["emotion"], r.stderr
+    r = subprocess.run([sys.executable, "-m", "realtime_ser", "predict", "-", *model], input=flac.read_bytes(),
+                       capture_output=True, timeout=TIMEOUT_S)  # a FLAC pipe: its decoder needs to seek
+    assert r.returncode == 3
+    assert_one_line_error(r.stderr.decode(), "<stdin>", "pipe", "WAV or OGG")
+
+
+def test_an_unusable_home_gives_no_warning(tiny_model_path, speech_wav, tmp_path):
+    """HOME that cannot hold a directory: onnxruntime used to print an ANSI-coloured telemetry warning."""
+    home = tmp_path / "a-file"
+    home.write_text("")
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", "ORT_DISABLE_TELEMETRY")}
+    r = cli("predict", str(speech_wav), "--model", str(tiny_model_path), env={**env, "HOME": str(home)})
+    assert r.returncode == 0 and r.stderr == "", r.stderr

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 from rich.console import Console
 
@@ -282,3 +284,130 @@ def test_cli_dashboard_on_a_terminal_leaves_stdout_json(tiny_model_path, tmp_pat
     expected = [json.loads(line) for line in plain.stdout.splitlines()]
     assert [e["type"] for e in events] == [e["type"] for e in expected]
     assert "realtime-ser" in screen.decode(errors="replace")  # the dashboard was drawn, on stderr
+
+
+# ---------------------------------------------------------------- 80x24 and stdout on the terminal (issue 12 §2)
+
+SHIPPED_LABELS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised", "boredom")
+FIT_WIDTH, FIT_HEIGHT = 80, 24
+
+
+def busy_dashboard(labels=SHIPPED_LABELS) -> Dashboard:
+    """Every field filled, every label in the timeline (the longest legend), an end reason."""
+    console = Console(width=FIT_WIDTH, height=FIT_HEIGHT, record=True, file=io.StringIO())
+    dashboard = Dashboard(console, labels, "default-model-name", "12: a USB headset with a long name")
+    for k in range(TIMELINE_LENGTH):
+        probs = {label: 0.01 for label in labels}
+        probs[labels[k % len(labels)]] = 1.0 - 0.01 * (len(labels) - 1)
+        dashboard.update({**prediction(k, labels[k % len(labels)], speech=True), "probabilities": probs,
+                          "raw_probabilities": probs, "latency_ms": 1234.0})
+    dashboard.update({"type": "status", "t": 15.0, "dropped_blocks": 12345, "skipped_windows": 678,
+                      "normalizer_warmup": 0.42, "callback_max_ms": 12.34, "queue_depth": 99, "queue_capacity": 100})
+    dashboard.update({"type": "end", "t": 15.0, "reason": "end_of_input"})
+    return dashboard
+
+
+@pytest.mark.parametrize("labels", [SHIPPED_LABELS, LABELS])
+def test_the_whole_dashboard_fits_80x24_with_every_number(labels) -> None:
+    dashboard = busy_dashboard(labels)
+    console = dashboard.console
+    console.print(dashboard)
+    text = console.export_text()
+    rows = text.rstrip("\n").splitlines()
+    assert len(rows) <= FIT_HEIGHT and max(len(r) for r in rows) <= FIT_WIDTH, text
+    assert "…" not in text, text  # nothing cut short
+    for label in labels:
+        assert re.search(rf"│ [A-Z] {label} +\S* +\d+% raw +\d+% │", text), (label, text)
+    for words in ("latency 1234 ms (max 1234 ms)", "dropped blocks 12345", "skipped windows 678", "queue 99/100",
+                  "callback max 12.34 ms", "normaliser warm-up 42%", "ended: end_of_input", "windows 30",
+                  "default-model-name", "12: a USB headset with a long name", "SPEECH", "-20.0 dBFS"):
+        assert words in " ".join(text.replace("│", " ").split()), (words, text)  # a long name may wrap
+    assert FIT_HEIGHT - len(rows) >= 2, "no room left for a status line (e.g. 'waiting for <device>')"
+
+
+def test_the_frame_script_renders_at_80_columns(tmp_path) -> None:
+    """scripts/dashboard_frame.py (the docs' frame) renders at 80 columns by default."""
+    from pathlib import Path
+
+    events = tmp_path / "events.jsonl"
+    start = {"type": "start", "labels": list(SHIPPED_LABELS), "model": "default", "device": "0: pulse"}
+    events.write_text("\n".join(json.dumps(e) for e in [start] + [prediction(k, "happy", True) for k in range(8)]))
+    script = Path(__file__).resolve().parent.parent / "scripts" / "dashboard_frame.py"
+    r = subprocess.run([sys.executable, str(script), str(events)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = r.stdout.rstrip("\n").splitlines()
+    assert max(len(row) for row in rows) == FIT_WIDTH and len(rows) <= FIT_HEIGHT
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
+
+
+def run_on_a_terminal(argv: list[str], *, stdout_on_terminal: bool) -> tuple[int, str, str]:
+    """Run ``argv`` with stderr (and stdout too if asked) on a real pseudo-terminal of 80x24; returns
+    (exit code, what the terminal received, what a piped stdout received)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+    import threading
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", FIT_HEIGHT, FIT_WIDTH, 0, 0))
+    screen = bytearray()
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(master, READ_CHUNK)
+            except OSError:
+                return
+            if not chunk:
+                return
+            screen.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env["TERM"] = "xterm-256color"
+    try:
+        r = subprocess.run(argv, stdout=slave if stdout_on_terminal else subprocess.PIPE, stderr=slave,
+                           text=True, timeout=CHILD_TIMEOUT_S, env=env)
+    finally:
+        os.close(slave)
+        reader.join(timeout=CHILD_TIMEOUT_S)
+        os.close(master)
+    return r.returncode, screen.decode("utf-8", errors="replace"), r.stdout or ""
+
+
+def test_stdout_on_the_dashboards_terminal_prints_whole_lines_above_it(tiny_model_path, tmp_path) -> None:
+    """Plain `realtime-ser listen` in a terminal: stdout and stderr are the same terminal. The dashboard
+    is drawn and the start, change and end lines are printed above it, whole (they are not written
+    into the middle of the live view, where its next refresh would overwrite them)."""
+    from helpers import HIGH_F0, LOW_F0, voice, write_audio
+
+    wav = write_audio(tmp_path / "voice.wav", np.concatenate([voice(LOW_F0, 3.0, seed=1), voice(HIGH_F0, 3.0, seed=2)]))
+    base = [sys.executable, "-m", "realtime_ser", "listen", "--replay", str(wav), "--pace", "realtime",
+            "--model", str(tiny_model_path)]
+    code, screen, _ = run_on_a_terminal(base, stdout_on_terminal=True)
+    assert code == 0, screen[-2000:]
+    plain = ANSI.sub("", screen)
+    assert "probabilities" in plain and "realtime-ser" in plain  # the dashboard
+    json_lines = [json.loads(m.group(0)) for m in re.finditer(r'\{"schema".*\}(?=\n)', plain)]
+    types = [e["type"] for e in json_lines]
+    assert types[0] == "start" and types[-1] == "end" and "change" in types, types
+    assert "prediction" not in types and "status" not in types, types
+    assert "redirect stdout" in plain
+
+
+def test_stdout_piped_with_the_dashboard_on_a_terminal_gets_every_line(tiny_model_path, tmp_path) -> None:
+    from helpers import MID_F0, voice, write_audio
+
+    wav = write_audio(tmp_path / "voice.wav", voice(MID_F0, 2.0))
+    base = [sys.executable, "-m", "realtime_ser", "listen", "--replay", str(wav), "--pace", "fast",
+            "--model", str(tiny_model_path)]
+    code, screen, out = run_on_a_terminal(base, stdout_on_terminal=False)
+    assert code == 0, screen[-2000:]
+    types = [json.loads(line)["type"] for line in out.splitlines()]
+    assert types.count("prediction") == 4 and types[0] == "start" and types[-1] == "end"
+    assert '{"schema"' not in ANSI.sub("", screen)  # no event on the terminal: they all went to the pipe

@@ -17,9 +17,11 @@ pace; a ``fast`` replay is read by the pipeline itself, through ``FileSource.blo
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import queue
+import stat
 import sys
 import threading
 import time
@@ -314,28 +316,97 @@ class MicSource:
 PACES = ("realtime", "fast")
 
 
-def _open_soundfile(path: Path):
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` as it can be shown and written as JSON: a name whose bytes are not UTF-8 (decoded by
+    Python with surrogate escapes) gets its odd bytes as ``\\xNN`` instead of lone surrogates."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO or pipe"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+_OPEN_HINTS = {
+    errno.ENOENT: "no such file",
+    errno.EACCES: "permission denied; make the file readable (chmod +r)",
+    errno.EPERM: "permission denied; make the file readable (chmod +r)",
+    errno.ENAMETOOLONG: "file name too long (a name over 255 bytes, or a path over the system's limit)",
+    errno.ENOTDIR: "a part of the path is not a directory",
+    errno.ELOOP: "too many levels of symbolic links",
+}
+
+
+STDIN_NAME = "-"
+"""``--replay -`` / ``predict -``: the audio comes on standard input (a pipe or a redirected file)."""
+STDIN_SHOWN = "<stdin>"
+PIPE_FORMATS_HINT = "WAV or OGG (FLAC and MP3 need a file: their decoders seek)"
+
+
+def _open_stdin():
+    """Standard input as a sound file: a redirected file (any format) or a pipe (WAV or OGG)."""
     import soundfile as sf
 
-    if not path.exists():
-        raise InputAudioError(f"{path}: no such file; give the path of a {FILE_FORMATS_HINT} file")
-    if path.is_dir():
-        raise InputAudioError(f"{path} is a directory; give the path of a {FILE_FORMATS_HINT} file")
-    if not os.access(path, os.R_OK):
-        raise InputAudioError(f"{path}: permission denied; make the file readable (chmod +r)")
-    if path.stat().st_size == 0:
-        raise InputAudioError(f"{path} is empty (0 bytes); expected a {FILE_FORMATS_HINT} file")
+    try:
+        fd = os.dup(0)
+        piped = stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError as e:
+        raise InputAudioError(f"{STDIN_SHOWN}: cannot read standard input ({e.strerror or e})") from None
     try:
         with _quiet_c_stderr():
-            f = sf.SoundFile(str(path))
+            return sf.SoundFile(fd, closefd=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        log.debug("libsndfile on stdin: %s", e)
+        expected = PIPE_FORMATS_HINT if piped else FILE_FORMATS_HINT
+        raise InputAudioError(f"{STDIN_SHOWN} is not audio libsndfile can read from "
+                              f"{'a pipe' if piped else 'there'}; expected {expected}") from None
+
+
+def _open_soundfile(path: Path, shown: str | None = None):
+    """``path`` opened with libsndfile, or an ``InputAudioError`` that names the true reason.
+
+    The file is opened here (``os.open``), so the system's reason is the one reported (no such file,
+    permission, a name too long...), a name with any bytes works (libsndfile gets the descriptor, not
+    the name, whatever its encoding or length), and a FIFO, pipe or device is refused as what it is
+    before anything waits on it."""
+    import soundfile as sf
+
+    if os.fspath(path) == STDIN_NAME:
+        return _open_stdin()
+    shown = shown if shown is not None else display_path(path)
+    if not os.access(path, os.R_OK) and os.path.lexists(path):
+        raise InputAudioError(f"{shown}: {_OPEN_HINTS[errno.EACCES]}")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            raise InputAudioError(f"{shown}: no such file; give the path of a {FILE_FORMATS_HINT} file") from None
+        if e.errno == errno.EISDIR:
+            raise InputAudioError(f"{shown} is a directory; give the path of a {FILE_FORMATS_HINT} file") from None
+        reason = _OPEN_HINTS.get(e.errno, f"cannot open ({e.strerror or e})")
+        raise InputAudioError(f"{shown}: {reason}") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise InputAudioError(f"{shown} is a directory; give the path of a {FILE_FORMATS_HINT} file")
+        for is_kind, kind in _FILE_KINDS:
+            if is_kind(info.st_mode):
+                raise InputAudioError(f"{shown} is not a regular file ({kind}); give the path of a "
+                                      f"{FILE_FORMATS_HINT} file, or pipe WAV or OGG into `--replay -`")
+        if info.st_size == 0:
+            raise InputAudioError(f"{shown} is empty (0 bytes); expected a {FILE_FORMATS_HINT} file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        with _quiet_c_stderr():
+            f = sf.SoundFile(fd, closefd=True)  # libsndfile owns the descriptor now, and closes it on failure
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         # libsndfile's own text is misleading here (for unknown content it may say the file does
         # not exist, after its last probe, mpg123, failed); our checks above already passed.
-        log.debug("libsndfile on %s: %s", path, e)
-        raise InputAudioError(f"{path} is not an audio file libsndfile can read (unknown or damaged format); "
+        log.debug("libsndfile on %s: %s", shown, e)
+        raise InputAudioError(f"{shown} is not an audio file libsndfile can read (unknown or damaged format); "
                               f"expected {FILE_FORMATS_HINT}") from None
     except OSError as e:
-        raise InputAudioError(f"{path}: cannot read ({e.strerror or e})") from None
+        raise InputAudioError(f"{shown}: cannot read ({e.strerror or e})") from None
     return f
 
 
@@ -380,7 +451,9 @@ class FileSource:
             raise ConfigError(f"--pace must be one of {', '.join(PACES)}, got {pace!r}")
         if block_frames is not None and block_frames <= 0:
             raise ConfigError(f"--block-size must be a positive number of frames, got {block_frames}")
-        self.path = Path(path)
+        if not os.fspath(path):
+            raise InputAudioError(f"the file name is empty (''); give the path of a {FILE_FORMATS_HINT} file")
+        self.path = Path(path)  # "-": standard input
         self.pace = pace
         self.live = pace == "realtime"
         self.block_frames = block_frames
@@ -388,19 +461,19 @@ class FileSource:
         self.sample_rate = 0
         self.channels = 0
         self.frames = 0
-        self.name = str(self.path)
+        self.name = STDIN_SHOWN if os.fspath(path) == STDIN_NAME else display_path(self.path)
         self.capture: CallbackCapture | None = None
         self.counters = CaptureCounters()
         self._file = None
 
     def open(self) -> None:
-        f = _open_soundfile(self.path)
+        f = _open_soundfile(STDIN_NAME if self.name == STDIN_SHOWN else self.path, self.name)
         try:
-            rate = check_rate(f.samplerate, str(self.path))
+            rate = check_rate(f.samplerate, self.name)
             if f.channels < 1:
-                raise InputAudioError(f"{self.path} has no audio channels")
+                raise InputAudioError(f"{self.name} has no audio channels")
             if f.frames == 0:
-                raise InputAudioError(f"{self.path} holds no audio samples (a header only); expected a "
+                raise InputAudioError(f"{self.name} holds no audio samples (a header only); expected a "
                                       f"{FILE_FORMATS_HINT} file with audio")
         except InputAudioError:
             f.close()
@@ -421,6 +494,8 @@ class FileSource:
         import soundfile as sf
 
         if self._file is None:
+            if self.name == STDIN_SHOWN and self.sample_rate:
+                return  # standard input was opened and closed already (stopped): it cannot be read again
             self.open()
         f = self._file
         done = 0
@@ -432,14 +507,14 @@ class FileSource:
                 if size > self.block_frames and self._rewind(done):
                     size = self.block_frames  # keep every block that reads before the fault
                     continue
-                raise InputAudioError(f"{self.path}: read failed after {done / self.sample_rate:.2f} s of audio "
+                raise InputAudioError(f"{self.name}: read failed after {done / self.sample_rate:.2f} s of audio "
                                       f"({str(e).strip() or type(e).__name__}); the file is damaged or truncated") from None
             if len(data) == 0:
                 break
             done += len(data)
             yield data
         if done == 0:
-            raise InputAudioError(f"{self.path} holds no readable audio samples; the file is damaged or truncated")
+            raise InputAudioError(f"{self.name} holds no readable audio samples; the file is damaged or truncated")
 
     def _rewind(self, frame: int) -> bool:
         """Seek back to ``frame`` after a failed read; False when even that fails."""

@@ -32,7 +32,13 @@ TIMELINE_LENGTH = 30
 """How many recent windows the timeline shows."""
 
 BAR_WIDTH = 30
-"""Character width of the probability bars and of the level meter."""
+"""Character width of the level meter, and twice the widest probability bar."""
+
+MIN_PROBABILITY_BAR = 4
+"""The probability bars shrink with the terminal down to this; the numbers beside them never go."""
+
+FIT_WIDTH, FIT_HEIGHT = 80, 24
+"""The terminal the whole dashboard fits in (tests/test_dashboard.py renders it there)."""
 
 LEVEL_FLOOR_DBFS = -60.0
 """The level meter's empty point; 0 dBFS is full scale."""
@@ -257,18 +263,15 @@ class Dashboard:
         self._state = replace(s, **changes)
 
     # -------------------------------------------------------------- rendering
-    def __rich__(self) -> Panel:
+    def __rich__(self) -> Group:
         s = self._state  # one read: the snapshot this frame is drawn from
         body = Table.grid(expand=True, padding=(0, 1))
         body.add_column(ratio=1)
         body.add_column(ratio=1)
         body.add_row(self._emotion_panel(s), self._probability_panel(s))
-        return Panel(
-            Group(body, self._input_panel(s), self._timeline_panel(s), self._stats_panel(s)),
-            title=Text("realtime-ser", style="bold"),
-            subtitle=Text(f"model {s.model_name} · device {s.device_name}", style="dim"),
-            border_style="bright_black",
-        )
+        # No frame around the whole: its two border rows and four columns are what 80x24 lacks. The
+        # program, model and device names are the last panel's last line (a long device name wraps).
+        return Group(body, self._input_panel(s), self._stats_panel(s))
 
     def _emotion_panel(self, s: _State) -> Panel:
         if s.emotion is None:
@@ -287,23 +290,7 @@ class Dashboard:
         return Panel(content, title="emotion (smoothed)", border_style=style_for(s.emotion or SILENCE))
 
     def _probability_panel(self, s: _State) -> Panel:
-        grid = Table.grid(padding=(0, 1))
-        grid.add_column(no_wrap=True)
-        grid.add_column(no_wrap=True)
-        grid.add_column(justify="right", no_wrap=True)
-        grid.add_column(justify="right", no_wrap=True, style="dim")
-        width = max(len(label) for label in self.labels) if self.labels else 0
-        for label in self.labels:
-            p = s.probabilities.get(label)
-            raw = s.raw_probabilities.get(label)
-            current = label == s.emotion
-            grid.add_row(
-                Text(label.ljust(width), style="bold" if current else ""),
-                Text(bar(p or 0.0, BAR_WIDTH // 2), style=style_for(label)),
-                "—" if p is None else f"{p:4.0%}",
-                "" if raw is None else f"raw {raw:4.0%}",
-            )
-        return Panel(grid, title="probabilities", border_style="bright_black")
+        return Panel(_ProbabilityRows(self.labels, self._letters, s), title="probabilities", border_style="bright_black")
 
     def _input_panel(self, s: _State) -> Panel:
         line = Text()
@@ -324,7 +311,7 @@ class Dashboard:
             line.append(f" {s.level_dbfs:6.1f} dBFS")
         return Panel(line, title="input", border_style="bright_black")
 
-    def _timeline_panel(self, s: _State) -> Panel:
+    def _timeline(self, s: _State) -> Text:
         cells = Text()
         cells.append("  " * (TIMELINE_LENGTH - len(s.timeline)))
         for emotion in s.timeline:
@@ -333,15 +320,10 @@ class Dashboard:
             else:
                 cells.append(self._letters.get(emotion, "?"), style=f"bold black on {style_for(emotion)}")
             cells.append(" ")
-        legend = Text()
-        for label in self.labels:
-            legend.append(self._letters[label], style=f"bold {style_for(label)}")
-            legend.append(f":{label} ", style="dim")
-        legend.append(f"{SILENCE_CELL}:{SILENCE}", style="dim")
-        title = f"last {TIMELINE_LENGTH} windows (oldest left)"
-        return Panel(Group(cells, legend), title=title, border_style="bright_black")
+        return cells  # the letters are explained in the probabilities panel, silence in the title
 
     def _stats_panel(self, s: _State) -> Panel:
+        """The timeline and the stream's counters in one panel (one border less: the frame fits 80x24)."""
         timing = Text()
         timing.append(f"audio {s.audio_time_s:.1f} s", style="bold")
         timing.append(f" · windows {s.n_predictions} · changes {s.n_changes}")
@@ -349,24 +331,68 @@ class Dashboard:
             timing.append(" · latency —")
         else:
             timing.append(f" · latency {s.latency_ms:.0f} ms (max {s.max_latency_ms:.0f} ms)")
-        if s.callback_max_ms is not None:
-            timing.append(f" · callback max {s.callback_max_ms:.2f} ms")
         health = Text()
         health.append("dropped blocks ")
         health.append(str(s.dropped_blocks), style="bold red" if s.dropped_blocks else "")
         health.append(" · skipped windows ")
         health.append(str(s.skipped_windows), style="bold yellow" if s.skipped_windows else "")
-        warmup = s.normalizer_warmup
-        if isinstance(warmup, bool):
-            health.append(" · normaliser " + ("warming up" if warmup else "ready"))
-        elif warmup is not None:
-            health.append(f" · normaliser warm-up {warmup:.0%}")
         if s.queue_depth is not None:
             capacity = "?" if s.queue_capacity is None else str(s.queue_capacity)
             health.append(f" · queue {s.queue_depth}/{capacity}")
+        state = Text()
+        if s.callback_max_ms is not None:
+            state.append(f"callback max {s.callback_max_ms:.2f} ms")
+        warmup = s.normalizer_warmup
+        if isinstance(warmup, bool):
+            state.append((" · " if state else "") + "normaliser " + ("warming up" if warmup else "ready"))
+        elif warmup is not None:
+            state.append((" · " if state else "") + f"normaliser warm-up {warmup:.0%}")
         if s.end_reason is not None:
-            health.append(f" · ended: {s.end_reason}", style="bold")
-        return Panel(Group(timing, health), title="stream", border_style="bright_black")
+            state.append(" · " if state else "")
+            state.append(f"ended: {s.end_reason}", style="bold")
+        names = Text.assemble(("realtime-ser", "bold"), (f" · model {s.model_name} · device {s.device_name}", "dim"))
+        lines = [self._timeline(s), timing, health] + ([state] if state else []) + [names]
+        title = f"stream · last {TIMELINE_LENGTH} windows, oldest left, {SILENCE_CELL} {SILENCE}"
+        return Panel(Group(*lines), title=title, border_style="bright_black")
+
+
+class _ProbabilityRows:
+    """One row per label: its timeline letter and name, bar, smoothed and raw percentages. The bars
+    take the width left over, so the numbers stay readable in a narrow terminal (80 columns)."""
+
+    PERCENT = "{:4.0%}"
+    RAW = "raw {:4.0%}"
+    COLUMN_GAPS = 3
+    LETTER_WIDTH = 2  # "N "
+
+    def __init__(self, labels: Sequence[str], letters: Mapping[str, str], state: _State) -> None:
+        self.labels = labels
+        self.letters = letters
+        self.state = state
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        s = self.state
+        width = max((len(label) for label in self.labels), default=0)
+        fixed = (self.LETTER_WIDTH + width + len(self.PERCENT.format(1.0)) + len(self.RAW.format(1.0))
+                 + self.COLUMN_GAPS)
+        bar_width = max(MIN_PROBABILITY_BAR, min(BAR_WIDTH // 2, options.max_width - fixed))
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(no_wrap=True)
+        grid.add_column(no_wrap=True)
+        grid.add_column(justify="right", no_wrap=True)
+        grid.add_column(justify="right", no_wrap=True, style="dim")
+        for label in self.labels:
+            p = s.probabilities.get(label)
+            raw = s.raw_probabilities.get(label)
+            name = Text(self.letters.get(label, "?"), style=f"bold {style_for(label)}")
+            name.append(" " + label.ljust(width), style="bold" if label == s.emotion else "")
+            grid.add_row(
+                name,
+                Text(bar(p or 0.0, bar_width), style=style_for(label)),
+                "—" if p is None else self.PERCENT.format(p),
+                "" if raw is None else self.RAW.format(raw),
+            )
+        yield grid
 
 
 def live_display(dashboard: Dashboard, console: Console | None = None,
