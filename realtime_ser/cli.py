@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=None,
                         help="the live dashboard on stderr (default: on when stderr is a terminal)")
     _add_profile_args(listen, saves=True)
+    from .outputs import add_arguments as add_output_arguments  # light: no network library is imported
+
+    add_output_arguments(listen)
 
     devices = sub.add_parser("devices", help="list audio input devices (* marks the default)")
     devices.add_argument("--json", action="store_true", help="one JSON object per device instead of a table")
@@ -299,6 +302,9 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
     model = load_model(args.model)
     profile = load_profile(args.profile, model) if args.profile else None
+    from .outputs import sink_for  # --osc, --vts, --serve: each in its own thread, never waited for
+
+    sink = sink_for(args, list(model.labels), JsonlSink())
     try:
         cfg = PipelineConfig(stream=_stream_config(args, model), status_every_s=args.status_every,
                              duration_s=args.duration)
@@ -318,7 +324,6 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
     show = args.dashboard if args.dashboard is not None else sys.stderr.isatty()
     dashboard, live = _make_dashboard(model, source.name) if show else (None, None)
-    sink = JsonlSink()
     events = pipeline.events()
     try:
         if live is not None:
