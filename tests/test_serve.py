@@ -1,0 +1,134 @@
+"""``--serve``: /events read by a real websockets client (several at once, a slow one dropped while
+the tracker keeps its pace), the page in headless Chromium (DevTools protocol over websockets:
+the DOM shows the emotion changing, no request leaves the server), a screenshot."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from websockets.sync.client import connect
+
+from conftest import skip_or_fail
+from helpers import HIGH_F0, LOW_F0, voice, write_audio
+from realtime_ser.pipeline import OutputThread
+from realtime_ser.sinks.serve import ServeOutput
+
+TIMEOUT_S = 120
+URL_RE = re.compile(r"serving (http://\S+/) .*events: (ws://\S+)\)")
+SR = 16_000
+
+
+@pytest.fixture(scope="module")
+def sad_happy_wav(tmp_path_factory) -> Path:
+    x = np.concatenate([np.zeros(SR // 2, np.float32), voice(LOW_F0, 3.0), voice(HIGH_F0, 3.5, seed=1),
+                        np.zeros(SR, np.float32)])
+    return write_audio(tmp_path_factory.mktemp("serve") / "sad_happy.wav", x)
+
+
+class Listen:
+    """``realtime-ser listen --replay ... --serve 127.0.0.1:0`` in the background; knows its URLs."""
+
+    def __init__(self, model: Path, wav: Path, *extra: str, pace: str = "realtime") -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "realtime_ser", "listen", "--replay", str(wav),
+                                      "--pace", pace, "--model", str(model), "--no-dashboard",
+                                      "--serve", "127.0.0.1:0", *extra],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stderr.readline()
+        m = URL_RE.search(line)
+        assert m, line
+        self.url, self.ws_url = m.group(1), m.group(2)
+
+    def finish(self) -> tuple[list[dict], str]:
+        out, err = self.proc.communicate(timeout=TIMEOUT_S)
+        assert self.proc.returncode == 0, err
+        return [json.loads(line) for line in out.splitlines()], err
+
+
+def read_all(ws_url: str, sink: list, **kw) -> None:
+    with connect(ws_url, **kw) as ws:
+        for message in ws:
+            assert isinstance(message, str)  # text messages
+            sink.append(json.loads(message))
+
+
+def test_events_reach_several_clients_exactly_as_stdout(tiny_model_path, sad_happy_wav):
+    run = Listen(tiny_model_path, sad_happy_wav)
+    got: list[list[dict]] = [[], [], []]
+    readers = [threading.Thread(target=read_all, args=(run.ws_url, g), daemon=True) for g in got]
+    for r in readers:
+        r.start()
+    events, _ = run.finish()
+    for r in readers:
+        r.join(10)
+    # connected during the replay's first half-second: every client sees every event, in order,
+    # except possibly the start event if it connected after it was sent
+    for g in got:
+        assert g, "no events"
+        assert g == events[len(events) - len(g):]
+        assert g[-1]["type"] == "end"
+        assert len(g) >= len(events) - 1
+    assert {e["emotion"] for e in events if e["type"] == "change"} >= {"sad", "happy"}
+
+
+def test_page_and_unknown_paths_and_foreign_origins(tiny_model_path, sad_happy_wav):
+    run = Listen(tiny_model_path, sad_happy_wav, "--duration", "2")
+    try:
+        with urllib.request.urlopen(run.url, timeout=10) as r:
+            page = r.read().decode("utf-8")
+            assert r.headers["Content-Type"].startswith("text/html")
+            assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+        assert "<script" in page and "/events" in page
+        assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)  # nothing loaded from elsewhere
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(run.url + "nothing", timeout=10)
+        assert e.value.code == 404
+        from websockets.exceptions import InvalidStatus
+
+        with pytest.raises(InvalidStatus):  # another web site open in the user's browser may not read the stream
+            connect(run.ws_url, origin="http://evil.example").close()
+    finally:
+        run.finish()
+
+
+def test_slow_client_is_dropped_fast_client_gets_everything():
+    server = ServeOutput(host="127.0.0.1", port=0)
+    n = 3000
+    thread = OutputThread(output=server, capacity=n + 10)
+    thread.start()
+    fast: list[dict] = []
+    fast_reader = threading.Thread(target=read_all, args=(server.ws_url, fast), daemon=True)
+    fast_reader.start()
+    slow_sock = socket.socket()
+    slow_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow_sock.connect(("127.0.0.1", server.port))
+    slow = connect(server.ws_url, sock=slow_sock, max_queue=1)  # never reads: the library stops reading too
+    deadline = time.monotonic() + 10
+    while len(server.clients) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(server.clients) == 2
+    payload = {"pad": "x" * 4000}  # 12 MB in all: more than the kernel's socket buffers hold
+    t0 = time.perf_counter()
+    for i in range(n):
+        thread.offer({"schema": 1, "type": "prediction", "i": i, **payload})
+    offer_s = time.perf_counter() - t0
+    thread.close(timeout=30)
+    fast_reader.join(30)
+    assert not fast_reader.is_alive()  # the server closed the connection normally at the end
+    assert [e["i"] for e in fast] == list(range(n))  # the fast client lost nothing
+    assert server.dropped_clients == 1 and thread.dropped == 0
+    print(f"\n{n} events offered in {offer_s * 1e3:.1f} ms ({offer_s / n * 1e6:.2f} us each), slow client dropped")
+    slow_sock.close()
