@@ -5,6 +5,7 @@ the DOM shows the emotion changing, no request leaves the server), a screenshot.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -99,7 +100,8 @@ def test_page_and_unknown_paths_and_foreign_origins(tiny_model_path, sad_happy_w
         from websockets.exceptions import InvalidStatus
 
         with pytest.raises(InvalidStatus):  # another web site open in the user's browser may not read the stream
-            connect(run.ws_url, origin="http://evil.example").close()
+            with connect(run.ws_url, origin="http://evil.example"):
+                pass
     finally:
         run.finish()
 
@@ -115,7 +117,8 @@ def test_slow_client_is_dropped_fast_client_gets_everything():
     slow_sock = socket.socket()
     slow_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     slow_sock.connect(("127.0.0.1", server.port))
-    slow = connect(server.ws_url, sock=slow_sock, max_queue=1)  # never reads: the library stops reading too
+    stack = contextlib.ExitStack()
+    stack.enter_context(connect(server.ws_url, sock=slow_sock, max_queue=1))  # never reads: the library stops too
     deadline = time.monotonic() + 10
     while len(server.clients) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -132,3 +135,134 @@ def test_slow_client_is_dropped_fast_client_gets_everything():
     assert server.dropped_clients == 1 and thread.dropped == 0
     print(f"\n{n} events offered in {offer_s * 1e3:.1f} ms ({offer_s / n * 1e6:.2f} us each), slow client dropped")
     slow_sock.close()
+    stack.close()
+
+
+# ------------------------------------------------------------------ the page in a real browser
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+CDP_START_TIMEOUT_S = 30
+POLL_S = 0.2
+VIEWPORT = (900, 420)
+SCREENSHOT_ENV = "REALTIME_SER_OVERLAY_PNG"  # where to keep a screenshot (docs/overlay.png is made so)
+
+
+def chromium() -> str:
+    for name in CHROMIUM_NAMES:
+        path = shutil.which(name)
+        if path:
+            return path
+    skip_or_fail("headless Chromium is not installed (Debian package `chromium`, in .ci/run's apt-get line)")
+
+
+class Browser:
+    """Headless Chromium driven through its DevTools protocol (a websockets client)."""
+
+    def __init__(self, binary: str, profile: Path) -> None:
+        self.proc = subprocess.Popen([binary, "--headless", "--no-sandbox", "--disable-gpu",
+                                      "--disable-background-networking", "--no-first-run",
+                                      f"--user-data-dir={profile}", "--remote-debugging-port=0",
+                                      "--window-size=900,520", "about:blank"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + CDP_START_TIMEOUT_S
+        while not port_file.exists() or not port_file.read_text().strip():
+            assert time.monotonic() < deadline and self.proc.poll() is None, "Chromium did not start"
+            time.sleep(POLL_S)
+        port = int(port_file.read_text().split()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
+            page = next(t for t in json.load(r) if t["type"] == "page")
+        self._stack = contextlib.ExitStack()
+        self.ws = self._stack.enter_context(connect(page["webSocketDebuggerUrl"], max_size=None))
+        self.next_id = 0
+        self.requests: list[str] = []
+        self.call("Emulation.setDeviceMetricsOverride", width=VIEWPORT[0], height=VIEWPORT[1], deviceScaleFactor=1,
+                  mobile=False)
+
+    def call(self, method: str, **params) -> dict:
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv(timeout=30))
+            if msg.get("method") == "Network.requestWillBeSent":
+                self.requests.append(msg["params"]["request"]["url"])
+            if msg.get("id") == self.next_id:
+                assert "error" not in msg, msg
+                return msg.get("result", {})
+
+    def evaluate(self, expression: str):
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def close(self) -> None:
+        self._stack.close()
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    binary = chromium()
+    b = Browser(binary, tmp_path / "chromium-profile")
+    yield b
+    b.close()
+
+
+def test_overlay_page_in_headless_chromium_shows_the_emotion_changing(tiny_model_path, sad_happy_wav, browser,
+                                                                      tmp_path):
+    run = Listen(tiny_model_path, sad_happy_wav)
+    browser.call("Network.enable")
+    browser.call("Page.enable")
+    browser.call("Page.navigate", url=run.url + "?overlay=1")
+    seen: list[str] = []
+    shots: dict[str, bytes] = {}
+    while run.proc.poll() is None:
+        emotion = browser.evaluate("document.body.dataset.emotion")
+        if emotion and (not seen or seen[-1] != emotion):
+            seen.append(emotion)
+        if emotion in ("sad", "happy") and emotion not in shots:
+            time.sleep(0.5)  # let the bars' transition finish
+            shots[emotion] = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
+        time.sleep(POLL_S)
+    events, _ = run.finish()
+    text = browser.evaluate("document.getElementById('emotion').textContent")
+    transparent = browser.evaluate("getComputedStyle(document.body).backgroundColor")
+    rows = browser.evaluate("[...document.querySelectorAll('#bars .row')].map(r => r.dataset.label)")
+    changes = [e["emotion"] for e in events if e["type"] == "change"]
+    assert "sad" in seen and "happy" in seen and seen.index("sad") < seen.index("happy"), seen
+    assert [e for e in seen if e in changes] == [c for c in changes if c in seen]  # the page followed the stream
+    assert text == changes[-1]
+    assert transparent == "rgba(0, 0, 0, 0)"  # ?overlay=1: for an OBS browser source
+    assert rows == ["neutral", "happy", "sad"]
+    # no external request: only this server (the page, then its WebSocket)
+    assert browser.requests and all(u.startswith(run.url) or u.startswith(run.ws_url) for u in browser.requests), \
+        browser.requests
+    for emotion, png in shots.items():
+        assert png.startswith(b"\x89PNG") and len(png) > 1000
+        (tmp_path / f"overlay-{emotion}.png").write_bytes(png)
+
+
+def test_full_page_screenshot(tiny_model_path, sad_happy_wav, browser):
+    """The non-overlay page (``/``) during a replay: screenshots when it shows sad, then happy. With
+    REALTIME_SER_OVERLAY_PNG set, both are kept there one above the other (how docs/overlay.png is made)."""
+    run = Listen(tiny_model_path, sad_happy_wav)
+    browser.call("Page.enable")
+    browser.call("Page.navigate", url=run.url)
+    shots: dict[str, bytes] = {}
+    while run.proc.poll() is None and len(shots) < 2:
+        emotion = browser.evaluate("document.body.dataset.emotion")
+        if emotion in ("sad", "happy") and emotion not in shots:
+            time.sleep(0.6)
+            shots[emotion] = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
+        time.sleep(POLL_S)
+    run.finish()
+    assert set(shots) == {"sad", "happy"}, "the page did not show both emotions"
+    assert browser.evaluate("getComputedStyle(document.body).backgroundColor") != "rgba(0, 0, 0, 0)"
+    assert shots["sad"] != shots["happy"]
+    target = os.environ.get(SCREENSHOT_ENV)
+    if target:
+        import io
+
+        import matplotlib.image as mpimg
+
+        images = [mpimg.imread(io.BytesIO(shots[e]), format="png") for e in ("sad", "happy")]
+        mpimg.imsave(target, np.concatenate(images, axis=0))
