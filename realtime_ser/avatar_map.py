@@ -86,8 +86,9 @@ class AvatarMap:
         table = {SILENCE: 0}
         extra = FIRST_EXTRA_INDEX
         for label in labels:
-            if label in self.emotion_index:
-                table[label] = self.emotion_index[label]
+            given = self.emotion_index.get(label, self.emotion_index.get(field_name(label)))
+            if given is not None:
+                table[label] = given
             elif label in EMOTION_INDEX:
                 table[label] = EMOTION_INDEX[label]
             else:
@@ -97,19 +98,19 @@ class AvatarMap:
 
     def vrchat_parameter(self, key: str) -> str:
         """``key`` is one of ``FIELDS`` or a label; the full OSC address's parameter part."""
-        name = self.vrchat_names.get(key, field_name(key))
+        name = _lookup(self.vrchat_names, key, field_name(key))
         return f"{self.vrchat_prefix}/{name}" if self.vrchat_prefix else name
 
     def vmc_blendshapes(self, names: str) -> Mapping[str, Mapping[str, float]]:
         return self.blendshapes if self.blendshapes is not None else VMC_NAME_SETS[names]
 
     def vts_parameter(self, key: str) -> str:
-        return self.vts_names.get(key, self.vts_prefix + field_name(key))
+        return _lookup(self.vts_names, key, self.vts_prefix + field_name(key))
 
     # -------------------------------------------------------------- checks against the model
     def check(self, labels: Sequence[str]) -> None:
         """Labels named in the map must be the model's; names must be unique and valid."""
-        known = set(labels)
+        known = set(labels) | {field_name(label) for label in labels}
         where = f"avatar map {self.source}"
         for shape, gains in (self.blendshapes or {}).items():
             for label in gains:
@@ -119,7 +120,7 @@ class AvatarMap:
         for section, mapping in (("vrchat.names", self.vrchat_names), ("vts.names", self.vts_names),
                                  ("vrchat.emotion_index", self.emotion_index)):
             for key in mapping:
-                if key not in known and key not in FIELDS:
+                if key not in known and (key not in FIELDS or section == "vrchat.emotion_index"):
                     raise ConfigError(f"{where}: [{section}] '{key}' is neither a label of the model nor one of "
                                       f"{', '.join(FIELDS)}; use one of {', '.join(list(labels) + list(FIELDS))}")
         keys = list(labels) + list(FIELDS)
@@ -140,6 +141,11 @@ class AvatarMap:
                               f"silence); give each label its own number 1..{VRCHAT_INT_MAX}")
 
 
+def _lookup(names: Mapping[str, str], key: str, default: str) -> str:
+    """A name given for the label (``happy``) or for its parameter name (``Happy``)."""
+    return names.get(key, names.get(field_name(key), default))
+
+
 # ------------------------------------------------------------------ loading
 
 
@@ -157,8 +163,11 @@ def load(path: str | Path | None) -> AvatarMap:
         if p.suffix.lower() == ".json":
             data = json.loads(raw.decode("utf-8"))
         else:
-            import tomllib
-
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                raise ConfigError(f"{where}: reading TOML needs Python 3.11 or later; write the map as JSON "
+                                  f"(a file ending in .json)") from None
             data = tomllib.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         kind = "JSON" if p.suffix.lower() == ".json" else "TOML"
