@@ -395,6 +395,8 @@ class OutputThread:
             self._queue.put_nowait(event)
         except queue.Full:
             self.dropped += 1
+            return
+        self.output.wake()
 
     def stats(self) -> dict:
         return {**self.output.stats(), "dropped": self.dropped}
@@ -409,6 +411,7 @@ class OutputThread:
     def close(self, timeout: float = OUTPUT_CLOSE_TIMEOUT_S) -> None:
         """Let the output send what is queued (up to ``timeout``), then leave it (a daemon thread)."""
         self._closing.set()
+        self.output.wake()
         self._thread.join(timeout)
 
     def _run(self) -> None:

@@ -266,3 +266,60 @@ def test_full_page_screenshot(tiny_model_path, sad_happy_wav, browser):
 
         images = [mpimg.imread(io.BytesIO(shots[e]), format="png") for e in ("sad", "happy")]
         mpimg.imsave(target, np.concatenate(images, axis=0))
+
+
+# ------------------------------------------------------------------ every output on, every receiver absent
+
+
+def _free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _timed_listen(args: list[str], env: dict) -> tuple[list[dict], str, float]:
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = subprocess.run([sys.executable, "-m", "realtime_ser", "listen", *args], capture_output=True, text=True,
+                       timeout=TIMEOUT_S, env=env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert r.returncode == 0, r.stderr
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return [json.loads(line) for line in r.stdout.splitlines()], r.stderr, cpu
+
+
+def test_absent_receivers_change_no_event_and_no_latency(tiny_model_path, sad_happy_wav, tmp_path):
+    """A realtime replay twice: alone, then with --osc (vmc), --vts and --serve all on, nobody listening
+    on the OSC port, nothing on the VTS port, no client on the server, and the dashboard forced on.
+    The events are the same (latency aside), nothing is skipped or dropped; the latencies and the
+    CPU time of both runs are printed (a benchmark's figures, not a timed assertion)."""
+    env = {**os.environ, "REALTIME_SER_CONFIG_DIR": str(tmp_path)}
+    base = ["--replay", str(sad_happy_wav), "--pace", "realtime", "--model", str(tiny_model_path), "--status-every", "2"]
+    alone, _, cpu_alone = _timed_listen(base + ["--no-dashboard"], env)
+    osc_port, vts_port = _free_port(socket.SOCK_DGRAM), _free_port(socket.SOCK_STREAM)
+    loaded, err, cpu_loaded = _timed_listen(base + ["--dashboard", "--osc", f"127.0.0.1:{osc_port}", "--osc-preset",
+                                                    "vmc", "--vts", f"ws://127.0.0.1:{vts_port}",
+                                                    "--serve", "127.0.0.1:0"], env)
+    assert "VTube Studio" in err and "retrying" in err  # said once, then quiet
+    assert len([line for line in err.splitlines() if "retrying" in line]) == 1
+
+    def content(events):
+        return [{k: v for k, v in e.items() if k not in ("latency_ms", "outputs", "queue_depth", "callback_max_ms")}
+                for e in events if e["type"] in ("prediction", "change", "status", "end")]
+
+    assert content(loaded) == content(alone)
+    for events in (alone, loaded):
+        assert events[-1]["skipped_windows"] == 0 and events[-1]["dropped_blocks"] == 0
+    status = [e for e in loaded if e["type"] == "status"]
+    assert status and all(e["outputs"]["osc"]["dropped"] == 0 and e["outputs"]["vts"]["dropped"] == 0 for e in status)
+    assert status[-1]["outputs"]["vts"]["connected"] is False
+
+    def lat(events):
+        values = sorted(e["latency_ms"] for e in events if e["type"] == "prediction" and e["latency_ms"] is not None)
+        return values[len(values) // 2], values[-1]
+
+    (med_a, max_a), (med_l, max_l) = lat(alone), lat(loaded)
+    print(f"\nwindow latency, median / max: alone {med_a:.1f} / {max_a:.1f} ms, every output on with absent "
+          f"receivers (+ dashboard) {med_l:.1f} / {max_l:.1f} ms; CPU {cpu_alone:.2f} s vs {cpu_loaded:.2f} s "
+          f"for {alone[-1]['t']:.1f} s of audio")

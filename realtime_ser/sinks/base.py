@@ -16,6 +16,7 @@ numpy scalars.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import numbers
 import time
@@ -59,6 +60,9 @@ class Output:
     def close(self) -> None:
         """Called once in the output's thread after the last event."""
 
+    def wake(self) -> None:
+        """Called by the thread that offered an event (never blocks); the asyncio outputs' doorbell."""
+
     def run(self, inbox: Inbox) -> None:
         self.open()
         try:
@@ -72,6 +76,55 @@ class Output:
                 self.tick(now)
         finally:
             self.close()
+
+
+class AsyncOutput(Output):
+    """An output whose thread runs an asyncio loop: ``wake`` rings its doorbell from the offering thread
+    (``call_soon_threadsafe``: one non-blocking write), so the loop sleeps until there is an event
+    instead of polling the queue."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._doorbell: asyncio.Event | None = None
+        self._rung = False  # a ring is on its way to the loop: the next offers need not ring again
+
+    def run(self, inbox: Inbox) -> None:
+        asyncio.run(self._start(inbox))
+
+    async def _start(self, inbox: Inbox) -> None:
+        self._doorbell = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        try:
+            await self.main(inbox)
+        finally:
+            self._loop = None
+
+    async def main(self, inbox: Inbox) -> None:
+        raise NotImplementedError
+
+    def wake(self) -> None:
+        loop = self._loop
+        if loop is None or self._rung:
+            return
+        self._rung = True
+        try:
+            loop.call_soon_threadsafe(self._ring)
+        except RuntimeError:  # the loop has just closed
+            pass
+
+    def _ring(self) -> None:
+        self._rung = False
+        self._doorbell.set()
+
+    async def doorbell(self, timeout: float | None, *also: asyncio.Future) -> set:
+        """Until an event is offered, ``timeout`` passes or one of ``also`` is done; returns the done ones."""
+        bell = asyncio.ensure_future(self._doorbell.wait())
+        done, _ = await asyncio.wait({bell, *also}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not bell.done():
+            bell.cancel()
+        self._doorbell.clear()
+        return done
 
 
 def plain(value: Any) -> Any:

@@ -26,13 +26,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 
 from ..errors import ConfigError
-from .base import CLOSED, Output
+from .base import CLOSED, AsyncOutput
 from .jsonl import _ENCODER as ENCODER
 
 log = logging.getLogger(__name__)
 
 CLIENT_QUEUE_SIZE = 64  # events waiting for one client before it is dropped as too slow
-POLL_S = 0.01  # how often the server's loop looks for new events
+POLL_S = 0.01  # at the end: how often the clients' queues are looked at while they drain
+IDLE_S = 1.0  # without events the loop sleeps until an event is offered, or this long
 DRAIN_S = 1.0  # at the end: how long clients get to receive what is queued
 CLOSE_TIMEOUT_S = 1.0  # at the end: how long a client gets to answer the close frame
 EVENTS_PATH = "/events"
@@ -53,7 +54,7 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-class ServeOutput(Output):
+class ServeOutput(AsyncOutput):
     name = "serve"
 
     def __init__(self, *, host: str, port: int, client_queue: int = CLIENT_QUEUE_SIZE) -> None:
@@ -81,10 +82,7 @@ class ServeOutput(Output):
         return {**super().stats(), "clients": len(self.clients), "dropped_clients": self.dropped_clients}
 
     # -------------------------------------------------------------- the server's thread
-    def run(self, inbox) -> None:
-        asyncio.run(self._main(inbox))
-
-    async def _main(self, inbox) -> None:
+    async def main(self, inbox) -> None:
         async with serve(self._client, sock=self.sock, process_request=self._http, origins=self.origins,
                          compression=None, close_timeout=CLOSE_TIMEOUT_S):
             while True:
@@ -92,7 +90,7 @@ class ServeOutput(Output):
                 if item is CLOSED:
                     break
                 if item is None:
-                    await asyncio.sleep(POLL_S)
+                    await self.doorbell(IDLE_S)
                     continue
                 self._broadcast(item)
                 await asyncio.sleep(0)  # the clients' senders take their turn before the next event

@@ -30,7 +30,7 @@ import websockets
 from websockets.exceptions import WebSocketException
 
 from ..avatar_map import SILENCE, AvatarMap
-from .base import CLOSED, Output, clamp, plain
+from .base import CLOSED, AsyncOutput, clamp, plain
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ PLUGIN_NAME = "realtime-ser"
 PLUGIN_DEVELOPER = "realtime-ser project"
 ERROR_USER_DENIED = 50  # ErrorID.cs: UserRefusedAuth
 INJECT_INTERVAL_S = 0.25  # well inside VTube Studio's one-second timeout
-POLL_S = 0.02
+REPLY_POLL_S = 0.1  # while waiting for a reply (the user may take a while to click Allow), events still count
 CONNECT_TIMEOUT_S = 3.0
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 10.0
@@ -69,7 +69,7 @@ class _Closing(Exception):
     """The stream ended while waiting for VTube Studio."""
 
 
-class VTubeStudioOutput(Output):
+class VTubeStudioOutput(AsyncOutput):
     name = "vts"
 
     def __init__(self, *, url: str, labels: Sequence[str], avatar_map: AvatarMap,
@@ -155,7 +155,7 @@ class VTubeStudioOutput(Output):
         while True:
             self._drain(inbox)
             try:
-                text = await asyncio.wait_for(ws.recv(), POLL_S)
+                text = await asyncio.wait_for(ws.recv(), REPLY_POLL_S)
             except asyncio.TimeoutError:
                 continue
             msg = json.loads(text)
@@ -218,22 +218,28 @@ class VTubeStudioOutput(Output):
         log.info("VTube Studio: connected to %s, %d parameters", self.url, len(self.params))
         loop = asyncio.get_running_loop()
         last = float("-inf")
-        while True:
-            self._drain(inbox)
-            now = loop.time()
-            if self._dirty or now - last >= INJECT_INTERVAL_S:
-                await self._inject(ws)
-                last = now
-            try:
-                self._check(json.loads(await asyncio.wait_for(ws.recv(), POLL_S)))
-            except asyncio.TimeoutError:
-                pass
+        reader = asyncio.ensure_future(self._read(ws))
+        try:
+            while True:
+                self._drain(inbox)
+                now = loop.time()
+                if self._dirty or now - last >= INJECT_INTERVAL_S:
+                    await self._inject(ws)
+                    last = now
+                done = await self.doorbell(max(0.0, last + INJECT_INTERVAL_S - loop.time()), reader)
+                if reader in done:
+                    reader.result()  # Denied, ConnectionClosed...
+                    raise ConnectionError("VTube Studio closed the connection")
+        finally:
+            reader.cancel()
+
+    async def _read(self, ws) -> None:
+        """The replies to the injections (errors counted; a revoked access raises ``Denied``)."""
+        async for text in ws:
+            self._check(json.loads(text))
 
     # -------------------------------------------------------------- the output's thread
-    def run(self, inbox) -> None:
-        asyncio.run(self._main(inbox))
-
-    async def _main(self, inbox) -> None:
+    async def main(self, inbox) -> None:
         backoff = BACKOFF_MIN_S
         while not self._closed:
             try:
@@ -265,11 +271,13 @@ class VTubeStudioOutput(Output):
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     async def _wait(self, inbox, seconds: float) -> None:
+        """The backoff: events meanwhile only update the values."""
         loop = asyncio.get_running_loop()
         end = loop.time() + seconds
         while loop.time() < end:
             self._drain(inbox)
-            await asyncio.sleep(POLL_S)
+            await self.doorbell(end - loop.time())
+        self._drain(inbox)
 
     def _ignore_rest(self, inbox) -> None:
         while inbox.get(1.0) is not CLOSED:
