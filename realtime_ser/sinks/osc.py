@@ -22,6 +22,7 @@ status events' ``outputs`` counters.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Mapping, Sequence
 
 from pythonosc import osc_bundle_builder, osc_message_builder
@@ -204,9 +205,15 @@ class VMCOutput(_UdpOutput):
         return b.build()
 
     def close(self) -> None:
-        """At the end the face goes back to neutral at once (the tracker is gone)."""
-        self.weights = {shape: 0.0 for shape in self.shapes}
-        self._send(self.bundle())
+        """At the end the face goes back to neutral, with the release ramp (at most ``release_s``)."""
+        self.target = {shape: 0.0 for shape in self.shapes}
+        deadline = time.monotonic() + self.release_s
+        while any(w > 0.0 for w in self.weights.values()) and time.monotonic() < deadline:
+            time.sleep(self.tick_s)
+            self.tick(time.monotonic())
+        if any(w > 0.0 for w in self.weights.values()):
+            self.weights = {shape: 0.0 for shape in self.shapes}
+            self._send(self.bundle())
 
 
 # ------------------------------------------------------------------ raw
