@@ -228,3 +228,48 @@ def test_vtube_studio_restart_reconnects_with_the_same_token(vts, tiny_model_pat
     assert len([line for line in err.splitlines() if "retrying" in line]) <= 1  # one line per outage, not a flood
     events = [json.loads(line) for line in out.splitlines()]
     assert events[-1]["type"] == "end" and events[-1]["reason"] == "end_of_input"
+
+
+def test_all_outputs_together_with_stdout_and_the_dashboard(vts, tiny_model_path, speech_wav, tmp_path):
+    """--osc, --vts and --serve in one run, each with a real receiver, the dashboard forced on: every
+    receiver gets its share, stdout stays pure JSON lines."""
+    import os
+
+    from test_osc import Recorder
+    from test_serve import URL_RE, read_all
+    from pythonosc import osc_server
+
+    rec = Recorder()
+    osc = osc_server.ThreadingOSCUDPServer(("127.0.0.1", 0), rec)
+    threading.Thread(target=osc.serve_forever, daemon=True).start()
+    env = {**os.environ, "REALTIME_SER_CONFIG_DIR": str(tmp_path)}
+    cmd = listen_cmd(tiny_model_path, speech_wav, f"ws://127.0.0.1:{vts.port}") + [
+        "--dashboard", "--osc", str(osc.server_address[1]), "--serve", "127.0.0.1:0"]
+    cmd.remove("--no-dashboard")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        m = None
+        while m is None:
+            line = proc.stderr.readline()
+            assert line, "no serving line"
+            m = URL_RE.search(line)
+        got: list[dict] = []
+        reader = threading.Thread(target=read_all, args=(m.group(2), got), daemon=True)
+        reader.start()
+        out, err = proc.communicate(timeout=TIMEOUT_S)
+        reader.join(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        osc.shutdown()
+        osc.server_close()
+    assert proc.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]  # stdout: JSON lines only
+    assert events[0]["type"] == "start" and events[-1]["type"] == "end"
+    assert got and got == events[len(events) - len(got):]
+    assert any(msg.address.endswith("/Emotion") for msg in rec.messages())
+    assert_injects_at_least_every_second(vts, 1)
+    assert "realtime-ser" in err  # the dashboard drew on stderr
+    status = [e for e in events if e["type"] == "status"]
+    assert status and set(status[-1]["outputs"]) == {"osc", "vts", "serve"}
+    assert status[-1]["outputs"]["vts"]["connected"] is True
