@@ -301,6 +301,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     listen.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=None,
                         help="the live dashboard on stderr (default: on when stderr is a terminal)")
     _add_profile_args(listen, saves=True)
+    from .outputs import add_arguments as add_output_arguments  # light: no network library is imported
+
+    add_output_arguments(listen)
 
     devices = sub.add_parser("devices", help="list audio input devices (* marks the default)")
     devices.add_argument("--json", action="store_true", help="one JSON object per device instead of a table")
@@ -483,6 +486,9 @@ def cmd_listen(args: argparse.Namespace) -> int:
     _check_model_arg(args.model)
     model = load_model(args.model)
     profile = load_profile(args.profile, model) if args.profile else None
+    from .outputs import TeeSink, outputs_for  # --osc, --vts, --serve: each in its own thread, never waited for
+
+    outputs = outputs_for(args, list(model.labels))  # binds --serve now: a busy port is a usage error
     try:
         cfg = PipelineConfig(stream=_stream_config(args, model), status_every_s=args.status_every,
                              duration_s=args.duration)
@@ -504,7 +510,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
     show = args.dashboard if args.dashboard is not None else sys.stderr.isatty()
     dashboard, live = _make_dashboard(model, source.name) if show else (None, None)
     terminal = live is not None and _same_terminal(sys.stdout, sys.stderr)
-    sink = _TerminalLines(live.console) if terminal else JsonlSink()  # stdout: the JSON lines
+    lines = _TerminalLines(live.console) if terminal else JsonlSink()  # stdout: the JSON lines
+    sink = TeeSink(lines, outputs) if outputs else lines
     events = pipeline.events()
     try:
         try:

@@ -357,3 +357,69 @@ class Pipeline:
                            callback_max_ms=cb_max, latency_ms=proc.last_latency_ms,
                            normalizer_warmup=proc.normalizer_warmup, model=self.model.name, device=src.name)
 
+
+
+# ---------------------------------------------------------------- network outputs (issue 11)
+
+OUTPUT_QUEUE_SIZE = 256  # events waiting for one output (two minutes of predictions at a 0.5 s hop)
+OUTPUT_CLOSE_TIMEOUT_S = 2.0  # at the end: how long an output may take to send what is queued
+
+
+class OutputThread:
+    """One network output (``sinks.base.Output``) in its own thread, behind a bounded queue.
+
+    ``offer`` never blocks: a full queue drops the event and counts it in ``dropped``, so a slow
+    or absent receiver never delays the tracker. An output that fails is logged once and then
+    ignored (its events are counted as dropped)."""
+
+    def __init__(self, *, output, capacity: int = OUTPUT_QUEUE_SIZE) -> None:
+        from .sinks.base import CLOSED
+
+        self.output = output
+        self.dropped = 0
+        self.failed: BaseException | None = None
+        self._closed_marker = CLOSED
+        self._queue: queue.Queue = queue.Queue(maxsize=capacity)
+        self._closing = threading.Event()
+        self._finished = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"ser-out-{output.name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def offer(self, event: dict) -> None:
+        if self._finished.is_set() or self._closing.is_set():
+            self.dropped += 1
+            return
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self.dropped += 1
+            return
+        self.output.wake()
+
+    def stats(self) -> dict:
+        return {**self.output.stats(), "dropped": self.dropped}
+
+    # the Inbox protocol, called from the output's thread
+    def get(self, timeout: float):
+        try:
+            return self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return self._closed_marker if self._closing.is_set() else None
+
+    def close(self, timeout: float = OUTPUT_CLOSE_TIMEOUT_S) -> None:
+        """Let the output send what is queued (up to ``timeout``), then leave it (a daemon thread)."""
+        self._closing.set()
+        self.output.wake()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            self.output.run(self)
+        except Exception as e:  # an output's bug or lost network must never stop the tracker
+            self.failed = e
+            log.warning("%s output stopped: %s", self.output.name, e)
+            log.debug("%s output failed", self.output.name, exc_info=True)
+        finally:
+            self._finished.set()
