@@ -167,6 +167,31 @@ def test_a_run_leaves_home_untouched(home_kind: str, short_clip: Path, tmp_path:
         home.chmod(stat.S_IRWXU)
 
 
+# ------------------------------------------------------------------ the dashboard while the device is gone
+
+DASHBOARD_WIDTH = 100
+
+
+def test_dashboard_says_waiting_for_the_device_then_resumes() -> None:
+    import io
+
+    from rich.console import Console
+
+    from realtime_ser.sinks.dashboard import Dashboard
+
+    def frame(board: Dashboard) -> str:
+        console = Console(record=True, width=DASHBOARD_WIDTH, file=io.StringIO())
+        console.print(board)
+        return console.export_text()
+
+    board = Dashboard(Console(file=io.StringIO()), ["sad", "happy"], "tiny", "3: USB headset")
+    board.update({"type": "start", "device": "3: USB headset", "model": "tiny"})
+    for state, shown in (("ok", False), ("lost", True), ("waiting", True), ("back", False)):
+        board.update({"type": "status", "t": 1.0, "device_state": state, "gap_s": None if state == "ok" else 1.0,
+                      "device": "3: USB headset"})
+        assert ("waiting for 3: USB headset" in frame(board)) is shown, state
+
+
 # ------------------------------------------------------------------ live: stalls and lost devices
 
 MIN_PREDICTIONS_BEFORE_FAULT = 3
