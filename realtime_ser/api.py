@@ -25,6 +25,7 @@ Errors are ``realtime_ser.errors.SerError`` subclasses with a one-line message.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -63,10 +64,13 @@ class Tracker:
     def __init__(self, model: ModelLike | str | Path | None = None, smoothing: SmoothingParams | None = None,
                  window_s: float | None = None, hop_s: float | None = None,
                  status_every_s: float = DEFAULT_STATUS_EVERY_S, queue_s: float = DEFAULT_QUEUE_S,
-                 profile=None) -> None:
+                 profile=None, device_timeout_s: float | None = None) -> None:
+        """``device_timeout_s``: a lost input device is waited for and re-opened; give up (an
+        ``AudioDeviceError``) after this many seconds; None waits until stopped, 0 gives up at once."""
         self.model = load_model(model)
         self.config = PipelineConfig(stream=stream_config(self.model, window_s, hop_s, smoothing),
-                                     queue_s=queue_s, status_every_s=status_every_s)
+                                     queue_s=queue_s, status_every_s=status_every_s,
+                                     device_timeout_s=device_timeout_s)
         self._pipeline: Pipeline | None = None
         self.profile = load_profile(profile, self.model)
 
@@ -85,9 +89,7 @@ class Tracker:
         return tuple(self.model.labels)
 
     def _run(self, source, callback: EventCallback | None, duration_s: float | None):
-        cfg = self.config if duration_s is None else PipelineConfig(
-            stream=self.config.stream, queue_s=self.config.queue_s,
-            status_every_s=self.config.status_every_s, duration_s=duration_s)
+        cfg = self.config if duration_s is None else dataclasses.replace(self.config, duration_s=duration_s)
         pipeline = Pipeline(source, self.model, cfg)
         self._pipeline = pipeline
         if self.profile is not None:

@@ -298,6 +298,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     listen.add_argument("--status-every", type=float, default=DEFAULT_STATUS_EVERY_S, metavar="S",
                         help=f"a status event every S seconds of audio, 0 for none (default {DEFAULT_STATUS_EVERY_S:g})")
     listen.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of audio")
+    listen.add_argument("--device-timeout", type=float, metavar="S",
+                        help="a lost input device is waited for and re-opened; give up after S seconds with exit 5 "
+                             "(default: wait until stopped; 0: exit at once, as before)")
     listen.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=None,
                         help="the live dashboard on stderr (default: on when stderr is a terminal)")
     _add_profile_args(listen, saves=True)
@@ -491,7 +494,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     outputs = outputs_for(args, list(model.labels))  # binds --serve now: a busy port is a usage error
     try:
         cfg = PipelineConfig(stream=_stream_config(args, model), status_every_s=args.status_every,
-                             duration_s=args.duration)
+                             duration_s=args.duration, device_timeout_s=args.device_timeout)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if args.replay is not None:

@@ -187,6 +187,12 @@ class StatusEvent(_Event):
     normalizer_warmup: float | None
     model: str
     device: str
+    device_state: str = "ok"  # one of DEVICE_STATES
+    gap_s: float | None = None  # stalled/lost/waiting/back: seconds without audio in this episode
+    gap_windows: int = 0  # windows so far that fell in gaps (a lost device): not analysed
+
+
+DEVICE_STATES = ("ok", "stalled", "lost", "waiting", "back")
 
 
 END_REASONS = ("end_of_input", "stopped", "duration", "error")
@@ -201,3 +207,5 @@ class EndEvent(_Event):
     skipped_windows: int
     dropped_blocks: int
     error: str | None
+    gap_s: float = 0.0  # seconds of audio counted as silence because the device was gone
+    gap_windows: int = 0

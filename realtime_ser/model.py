@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,7 @@ def sha256_file(path: Path) -> str:
 LABELS_METADATA_KEY = "realtime_ser.labels_sha256"
 """ONNX ``metadata_props`` key: the sha256 of the card's label list (JSON, in order), written at export
 and checked at load, so a card whose labels were reordered (or belong to another model) is refused."""
+ORT_TELEMETRY_VAR = "ORT_DISABLE_TELEMETRY"  # 1: onnxruntime writes no device id under $HOME and sends nothing
 
 
 def labels_checksum(labels) -> str:
@@ -210,6 +212,8 @@ class Model:
                              f"{str(card['onnx_sha256'])[:12]}...): the file is corrupted or the card belongs to "
                              f"another model; restore both from the same export")
 
+        # onnxruntime writes a telemetry device id under $HOME/.cache when it is imported, unless told not to
+        os.environ.setdefault(ORT_TELEMETRY_VAR, "1")
         import onnxruntime as ort  # heavy: imported only when a model is really loaded
 
         _quiet_onnxruntime(ort)

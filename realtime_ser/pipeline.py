@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 from typing import Generator, Iterator
 
 from . import SAMPLE_RATE
-from .audio.sources import END, Block, FileSource, MicSource, SourceFailure
-from .errors import ConfigError, SerError
+from .audio.sources import END, Block, DeviceLost, FileSource, MicSource, SourceFailure, stall_timeout
+from .errors import AudioDeviceError, ConfigError, SerError
 from .events import CALLBACK_MS_DECIMALS, EndEvent, StatusEvent, t_round
 from .stream import ModelLike, Pending, StreamConfig, StreamProcessor
 
@@ -56,6 +56,10 @@ EVENT_QUEUE_SIZE = 1024
 POLL_S = 0.1  # how often waiting threads re-check the stop flag / the device
 JOIN_TIMEOUT_S = 5.0
 MS_PER_S = 1000.0
+POLL_LATE_S = 0.5  # a poll this much later than its timeout: the process itself was held up (SIGSTOP...)
+REOPEN_FIRST_DELAY_S = 0.1  # a lost device is looked for again after this, then twice as long each time...
+REOPEN_MAX_DELAY_S = 1.0  # ...up to this (audio must be back within about a second of the device)
+WAITING_REPORT_S = 5.0  # a "waiting" status event this often (wall clock) while the device is gone
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class PipelineConfig:
     queue_s: float = DEFAULT_QUEUE_S
     status_every_s: float = DEFAULT_STATUS_EVERY_S  # 0: no status events
     duration_s: float | None = None  # stop after this much audio
+    device_timeout_s: float | None = None  # a lost device: give up after this long (None: wait until stopped)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.queue_s) and self.queue_s > 0):
@@ -74,6 +79,16 @@ class PipelineConfig:
             raise ConfigError(f"--status-every must be >= 0 seconds (0 = never), got {self.status_every_s}")
         if self.duration_s is not None and not (math.isfinite(self.duration_s) and self.duration_s > 0):
             raise ConfigError(f"--duration must be a positive number of seconds, got {self.duration_s}")
+        if self.device_timeout_s is not None and not (self.device_timeout_s >= 0 and not math.isnan(self.device_timeout_s)):
+            raise ConfigError(f"--device-timeout must be >= 0 seconds (0 = give up at once), got {self.device_timeout_s}")
+
+
+@dataclass
+class _Outage:
+    """A lost device being waited for: since when (monotonic) there has been no audio."""
+
+    since: float
+    next_report: float
 
 
 class _Done:
@@ -103,6 +118,8 @@ class Pipeline:
         self._queue_capacity = 0
         self._error: BaseException | None = None  # the stream's error, once it has ended
         self._next_status_s = self.config.status_every_s
+        self._outage: _Outage | None = None  # the device is lost and being re-opened
+        self._frame_offset = 0  # source frames of gaps inserted before the current capture's frames
 
     # ------------------------------------------------------------ control
 
@@ -210,12 +227,22 @@ class Pipeline:
     def _queued_batches(self) -> Iterator[list]:
         """Everything queued at once (stale windows are decided on the newest audio); polls the device."""
         q = self.audio_queue
+        watching_since: float | None = None  # start of the current run of empty polls, none of them late
         while not self._stopping():
+            began = time.monotonic()
             try:
                 items = [q.get(timeout=POLL_S)]
             except queue.Empty:
-                self.source.check()
+                now = time.monotonic()
+                if watching_since is None or now - began > POLL_S + POLL_LATE_S:
+                    watching_since = began if now - began <= POLL_S + POLL_LATE_S else now
+                try:
+                    self.source.check(since=watching_since)
+                except DeviceLost as e:
+                    watching_since = None
+                    yield [e]
                 continue
+            watching_since = None
             while True:
                 try:
                     items.append(q.get_nowait())
@@ -278,17 +305,21 @@ class Pipeline:
         t = proc.time_s if self.config.duration_s is None else min(proc.time_s, self.config.duration_s)
         yield EndEvent(t=t_round(t), reason=reason, windows=proc.windows, skipped_windows=proc.skipped,
                        dropped_blocks=src.counters.dropped_blocks,
-                       error=str(error) if error is not None else None).to_json()
+                       error=str(error) if error is not None else None,
+                       gap_s=t_round(proc.gap_samples / SAMPLE_RATE), gap_windows=proc.gap_windows).to_json()
 
     def _loop(self, batches: Iterator[list]) -> Generator[dict, None, str]:
         """Yields the events; returns the end reason; raises the source's or the model's error."""
         proc = self.processor
+        src = self.source
         limit = None if self.config.duration_s is None else int(round(self.config.duration_s * SAMPLE_RATE))
+        last_arrival: float | None = None  # of the last block, across batches (a batch may hold only END)
+        stall_s = stall_timeout(src.block_frames, src.sample_rate)
         for items in batches:
             pending: list[Pending] = []
             ended = False
             failure: BaseException | None = None
-            last_arrival = 0.0
+            notices: list[dict] = []
             for item in items:
                 if item is END:
                     ended = True
@@ -296,13 +327,28 @@ class Pipeline:
                 if isinstance(item, SourceFailure):
                     failure = item.error
                     break
+                if isinstance(item, DeviceLost):
+                    yield from self._run_windows(pending)
+                    pending = []
+                    yield from self._recover(item)
+                    last_arrival = None
+                    continue
                 assert isinstance(item, Block)
-                pending += proc.ingest(item.start, item.data, item.arrival)
+                if self._outage is not None:  # the first audio of the re-opened device
+                    yield from notices
+                    yield from self._run_windows(pending)
+                    notices, pending = [], []
+                    yield from self._device_back(item)
+                elif src.live and last_arrival is not None and item.arrival - last_arrival > stall_s:
+                    # no audio for a while, yet the stream is alive: the process or the device stalled
+                    notices.append(self._device_status("stalled", item.arrival - last_arrival).to_json())
+                pending += proc.ingest(item.start + self._frame_offset, item.data, item.arrival)
                 last_arrival = item.arrival
             if ended or failure is not None:
-                pending += proc.finish(last_arrival)
+                pending += proc.finish(last_arrival if last_arrival is not None else time.monotonic())
             if limit is not None:
                 pending = [p for p in pending if p.window.end <= limit]
+            yield from notices
             yield from self._run_windows(pending)
             if failure is not None:
                 raise failure
@@ -313,6 +359,60 @@ class Pipeline:
             if ended:
                 return "end_of_input"
         return self._stop_reason or "stopped"
+
+    # ------------------------------------------------------------ a lost device
+
+    def _recover(self, lost: DeviceLost) -> Iterator[dict]:
+        """Report the loss, then re-open the device (by name, with backoff) until it is back, the
+        stream is stopped or ``device_timeout_s`` has passed (then raise, exit 5)."""
+        src = self.source
+        timeout = self.config.device_timeout_s
+        now = time.monotonic()
+        if self._outage is None:  # not a re-opened device that failed again: a new loss
+            heard = src.last_arrival
+            self._outage = _Outage(since=heard if heard is not None else now, next_report=now)
+            yield self._device_status("lost", now - self._outage.since).to_json()
+        outage = self._outage
+        if timeout == 0:
+            raise lost
+        delay = REOPEN_FIRST_DELAY_S
+        while not self._stopping():
+            if src.reopen(self.audio_queue):
+                log.info("input device %s re-opened after %.1f s", src.name, time.monotonic() - outage.since)
+                return  # "back" once its first audio arrives (_device_back)
+            now = time.monotonic()
+            gone = now - outage.since
+            if timeout is not None and gone >= timeout:
+                raise AudioDeviceError(f"input device {src.name!r} has been gone for {gone:.1f} s "
+                                       f"(--device-timeout {timeout:g}); reconnect it and check "
+                                       f"`realtime-ser devices`")
+            if now >= outage.next_report:
+                outage.next_report = now + WAITING_REPORT_S
+                yield self._device_status("waiting", gone).to_json()
+            wait = delay if timeout is None else min(delay, max(0.0, timeout - gone))
+            self._stop.wait(wait)
+            delay = min(2 * delay, REOPEN_MAX_DELAY_S)
+
+    def _device_back(self, first: Block) -> Iterator[dict]:
+        """The re-opened device's first block: the time it was gone goes into the audio clock as
+        silence (from the wall clock: audio since the loss minus what this block holds); the gap's
+        last window is analysed (the smoothing sees the silence), then the "back" status."""
+        src = self.source
+        proc = self.processor
+        outage, self._outage = self._outage, None
+        missing_s = first.arrival - outage.since - len(first.data) / src.sample_rate
+        frames = max(0, int(round(missing_s * src.sample_rate)))
+        channels = first.data.shape[1] if first.data.ndim == 2 else 1
+        pending = proc.fill_gap(frames, channels, first.arrival)
+        self._frame_offset += frames
+        limit = self.config.duration_s
+        if limit is not None:
+            pending = [p for p in pending if p.window.end <= int(round(limit * SAMPLE_RATE))]
+        yield from self._run_windows(pending)
+        yield self._device_status("back", frames / src.sample_rate).to_json()
+
+    def _device_status(self, state: str, gap_s: float) -> StatusEvent:
+        return self.status_event(self.processor.time_s, device_state=state, gap_s=t_round(max(0.0, gap_s)))
 
     def _run_windows(self, pending: list[Pending]) -> Iterator[dict]:
         proc = self.processor
@@ -339,7 +439,7 @@ class Pipeline:
             self._next_status_s += every
         return self.status_event(end_sample / SAMPLE_RATE)
 
-    def status_event(self, t: float) -> StatusEvent:
+    def status_event(self, t: float, device_state: str = "ok", gap_s: float | None = None) -> StatusEvent:
         """Counters at audio time ``t`` (the end of the window just handled)."""
         proc = self.processor
         src = self.source
@@ -355,7 +455,8 @@ class Pipeline:
                            queue_depth=self.audio_queue.qsize() if self.audio_queue is not None else 0,
                            queue_capacity=self._queue_capacity,
                            callback_max_ms=cb_max, latency_ms=proc.last_latency_ms,
-                           normalizer_warmup=proc.normalizer_warmup, model=self.model.name, device=src.name)
+                           normalizer_warmup=proc.normalizer_warmup, model=self.model.name, device=src.name,
+                           device_state=device_state, gap_s=gap_s, gap_windows=proc.gap_windows)
 
 
 

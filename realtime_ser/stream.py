@@ -98,6 +98,8 @@ class StreamProcessor:
         self.skipped = 0
         self.speech_windows = 0
         self.last_latency_ms: float | None = None
+        self.gap_windows = 0  # windows that fell in a gap (a lost device): neither analysed nor skipped
+        self.gap_samples = 0  # 16 kHz samples of such gaps, counted as silence
         self._next_frame = 0
 
     # ------------------------------------------------------------ cheap part
@@ -128,6 +130,26 @@ class StreamProcessor:
         if len(data):
             out += self._push(self.converter.process(data), arrival)
         return out
+
+    def fill_gap(self, frames: int, channels: int, arrival: float) -> list[Pending]:
+        """Audio that never arrived (the device was gone): ``frames`` source frames of silence, so the
+        audio clock keeps counting. The windows ending inside the gap are counted in ``gap_windows``,
+        not analysed and not kept (memory stays bounded whatever the gap's length), except the last,
+        returned, so that the smoothing sees the silence."""
+        piece = max(1, int(GAP_FILL_S * self.converter.rate))
+        before = self.samples_seen
+        last: Window | None = None
+        left = frames
+        while left > 0:
+            n = min(left, piece)
+            for w in self.windower.push(self.converter.process(np.zeros((n, channels), dtype=np.float32))):
+                if last is not None:
+                    self.gap_windows += 1
+                last = w
+            left -= n
+        self._next_frame += max(0, frames)
+        self.gap_samples += self.samples_seen - before
+        return [Pending(last, arrival)] if last is not None else []
 
     def finish(self, arrival: float = 0.0) -> list[Pending]:
         """End of a finite stream: the resampler's tail and the last partial window."""

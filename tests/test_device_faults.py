@@ -7,7 +7,9 @@ that unloading its source or killing it never disturbs the shared virtual microp
 1. ``test_no_audio_server_exits_5_with_one_line``: no server at all (``PULSE_SERVER`` names a socket
    that does not exist, autospawn off): one line on stderr naming ``realtime-ser devices`` /
    ``--replay``, exit 5, no traceback.
-2. ``test_device_fault_while_listening`` (source unloaded with ``pactl unload-module``, server ended
+2. ``test_device_fault_while_listening`` with ``--device-timeout 0`` (give up at once, the behaviour
+   before devices were waited for; recovery is tests/test_device_recovery.py), for: source unloaded
+   with ``pactl unload-module``, server ended
    with ``pulseaudio --kill``, server killed with SIGKILL): while ``paplay`` plays speech into the
    microphone and predictions are coming, the fault; then every stdout line is JSON, every analysed
    window was written (the ``end`` event's ``windows`` equals the prediction lines), the last line is
@@ -239,7 +241,7 @@ def test_device_fault_while_listening(fault: str, private_pulse: PrivatePulse, p
     out_path, err_path = tmp_path / "listen.jsonl", tmp_path / "listen.err"
     with open(out_path, "w") as out, open(err_path, "w") as err:
         listen = processes.start(cli_command() + ["listen", "--device", PORTAUDIO_DEVICE, "--no-dashboard",
-                                                  "--status-every", str(STATUS_EVERY_S),
+                                                  "--status-every", str(STATUS_EVERY_S), "--device-timeout", "0",
                                                   "--model", str(tiny_model_path)],
                                  stdout=out, stderr=err, env=private_pulse.env)
     processes.start(["paplay", f"--device={VMIC_SINK}", str(speech_file)], env=private_pulse.env,
@@ -265,6 +267,8 @@ def test_device_fault_while_listening(fault: str, private_pulse: PrivatePulse, p
     assert events[0]["type"] == "start"
     end = events[-1]
     assert end["type"] == "end" and end["reason"] == "error", end
+    states = [e["device_state"] for e in of_type(events, "status")]
+    assert "lost" in states and not {"waiting", "back"} & set(states), states  # reported, not waited for
     assert end["error"] and end["error"] in line, (end["error"], line)
     predictions = of_type(events, "prediction")
     assert len(predictions) >= seen_before  # nothing written before the fault was lost...

@@ -67,7 +67,7 @@ class SimulatedMic:
                 self.durations.append(time.perf_counter() - start)
             i += len(block)
 
-    def check(self) -> None:
+    def check(self, since: float | None = None) -> None:
         pass
 
     def stop(self) -> None:

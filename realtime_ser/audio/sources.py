@@ -55,6 +55,10 @@ class Block:
     arrival: float  # time.monotonic() when the block became available
 
 
+class DeviceLost(AudioDeviceError):
+    """The input device stopped delivering audio; the pipeline may wait for it and re-open it."""
+
+
 @dataclass(frozen=True)
 class SourceFailure:
     """Put in the queue when a source fails; the worker raises ``error`` after what came before."""
@@ -88,12 +92,14 @@ class CallbackCapture:
     Never blocks (``put_nowait``), never logs or prints, allocates only the copy of one
     block. A full queue is counted as a dropped block; PortAudio status flags are counted.
     ``callback`` has the signature sounddevice expects, so tests can call it directly.
+    A re-opened device gets a new capture that continues the old one's ``counters`` and
+    frame index (``next_frame``).
     """
 
-    def __init__(self, q: queue.Queue) -> None:
+    def __init__(self, q: queue.Queue, *, counters: CaptureCounters | None = None, next_frame: int = 0) -> None:
         self.queue = q
-        self.counters = CaptureCounters()
-        self.next_frame = 0
+        self.counters = counters if counters is not None else CaptureCounters()
+        self.next_frame = next_frame
         self.last_arrival: float | None = None
         self.max_callback_s: float | None = None  # longest callback run, measured inside it
         self.finished = False
@@ -207,6 +213,19 @@ def resolve_device(spec: int | str | None, devices: list[InputDevice]) -> InputD
     return matches[0]
 
 
+def same_device(previous: InputDevice, devices: list[InputDevice]) -> InputDevice | None:
+    """The device called ``previous.name`` again (on the same host API when there are several)."""
+    named = [d for d in devices if d.name == previous.name]
+    same_api = [d for d in named if d.hostapi == previous.hostapi]
+    return (same_api or named or [None])[0]
+
+
+def stall_timeout(block_frames: int | None, rate: int) -> float:
+    """No audio for this long from a running stream: a stall (a few blocks, at least 1 s)."""
+    block_s = (block_frames or 0) / rate if rate else 0.0
+    return max(STALL_TIMEOUT_S, STALL_BLOCKS * block_s)
+
+
 def default_block_frames(rate: int) -> int:
     return max(1, int(round(rate * BLOCK_S)))
 
@@ -261,14 +280,16 @@ class MicSource:
             self.block_frames = default_block_frames(rate)
 
     def start(self, q: queue.Queue) -> None:
-        sd = _sounddevice()
         assert self._device is not None, "open() first"
-        self.capture = CallbackCapture(q)
+        self._start_stream(q, CallbackCapture(q))
+
+    def _start_stream(self, q: queue.Queue, capture: CallbackCapture) -> None:
+        sd = _sounddevice()
+        self.capture = capture
         try:
             self._stream = sd.InputStream(device=self._device.index, samplerate=self.sample_rate,
                                           channels=self.channels, dtype="float32", blocksize=self.block_frames,
-                                          callback=self.capture.callback,
-                                          finished_callback=self.capture.on_finished)
+                                          callback=capture.callback, finished_callback=capture.on_finished)
             self._stream.start()
         except (sd.PortAudioError, ValueError) as e:
             raise AudioDeviceError(f"cannot open input device {self.name!r} at {self.sample_rate} Hz ({e}); pick "
@@ -278,26 +299,69 @@ class MicSource:
     @property
     def stall_timeout_s(self) -> float:
         """Silence from the device longer than this means it is gone (a few blocks, at least 1 s)."""
-        block_s = (self.block_frames or 0) / self.sample_rate if self.sample_rate else 0.0
-        return max(STALL_TIMEOUT_S, STALL_BLOCKS * block_s)
+        return stall_timeout(self.block_frames, self.sample_rate)
 
-    def check(self) -> None:
-        """Raise ``AudioDeviceError`` if the device has stopped delivering audio."""
+    @property
+    def last_arrival(self) -> float | None:
+        """``time.monotonic()`` of the last block the device delivered (None before the first)."""
+        return self.capture.last_arrival if self.capture is not None else None
+
+    def check(self, since: float | None = None) -> None:
+        """Raise ``DeviceLost`` if the device has stopped delivering audio.
+
+        ``since``: the caller has been watching, without being held up itself, from this
+        ``time.monotonic()`` on; silence is measured from it at the earliest, so that a stall
+        of the whole process (SIGSTOP, Ctrl-Z, a starved machine), during which the audio
+        callback could not run either, is not taken for a lost device.
+        """
         cap = self.capture
         if cap is None or self._stream is None:
             return
         now = time.monotonic()
         if cap.finished or not self._stream.active:
-            raise AudioDeviceError(f"input device {self.name!r} stopped (unplugged, or the audio server went away); "
-                                   f"reconnect it and check `realtime-ser devices`")
+            raise DeviceLost(f"input device {self.name!r} stopped (unplugged, or the audio server went away); "
+                             f"reconnect it and check `realtime-ser devices`")
+        heard = cap.last_arrival if cap.last_arrival is not None else self._started_at
+        silent_s = now - max(heard, since if since is not None else heard)
         if cap.last_arrival is None:
-            if now - self._started_at > STARTUP_TIMEOUT_S:
-                raise AudioDeviceError(f"input device {self.name!r} delivered no audio in {STARTUP_TIMEOUT_S:g} s; "
-                                       f"pick another with --device (see `realtime-ser devices`)")
-        elif now - cap.last_arrival > self.stall_timeout_s:
-            raise AudioDeviceError(f"input device {self.name!r} stopped delivering audio for {self.stall_timeout_s:g} s "
-                                   f"(unplugged, or the audio server went away); reconnect it and check "
-                                   f"`realtime-ser devices`")
+            if silent_s > STARTUP_TIMEOUT_S:
+                raise DeviceLost(f"input device {self.name!r} delivered no audio in {STARTUP_TIMEOUT_S:g} s; "
+                                 f"pick another with --device (see `realtime-ser devices`)")
+        elif silent_s > self.stall_timeout_s:
+            raise DeviceLost(f"input device {self.name!r} stopped delivering audio for {self.stall_timeout_s:g} s "
+                             f"(unplugged, or the audio server went away); reconnect it and check "
+                             f"`realtime-ser devices`")
+
+    def reopen(self, q: queue.Queue) -> bool:
+        """Close the stream, look the device up again by its name (indices change when devices come
+        and go; PortAudio is re-initialised to see them) and start it at the same rate and channels,
+        continuing the frame index and counters. False when it is not there (yet)."""
+        sd = _sounddevice()
+        assert self._device is not None, "open() first"
+        old = self.capture
+        self.stop()
+        try:
+            sd._terminate()  # PortAudio lists devices only when it initialises
+            sd._initialize()
+            devices = list_input_devices()
+        except (sd.PortAudioError, AudioDeviceError) as e:
+            log.debug("re-scanning audio devices: %s", e)
+            return False
+        dev = same_device(self._device, devices)
+        if dev is None:
+            return False
+        try:
+            sd.check_input_settings(device=dev.index, channels=self.channels, samplerate=self.sample_rate,
+                                    dtype="float32")
+            self._device = dev
+            self.name = f"{dev.index}: {dev.name}"
+            self._start_stream(q, CallbackCapture(q, counters=old.counters if old is not None else None,
+                                                  next_frame=old.next_frame if old is not None else 0))
+        except (sd.PortAudioError, ValueError, AudioDeviceError) as e:
+            log.debug("re-opening %r: %s", dev.name, e)
+            self.stop()
+            return False
+        return True
 
     def stop(self) -> None:
         stream, self._stream = self._stream, None
@@ -561,7 +625,12 @@ class FileSource:
                 return
             cap.callback(data, len(data), None, None)
 
-    def check(self) -> None:
+    @property
+    def stall_timeout_s(self) -> float:
+        """A realtime replay's blocks arriving this much apart mean the process stalled (as for a mic)."""
+        return stall_timeout(self.block_frames, self.sample_rate)
+
+    def check(self, since: float | None = None) -> None:
         """A file cannot vanish mid-stream in a way worth polling: read errors arrive as failures."""
 
     def stop(self) -> None:

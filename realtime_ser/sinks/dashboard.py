@@ -189,6 +189,7 @@ class _State:
     queue_capacity: int | None = None
     model_name: str = ""
     device_name: str = ""
+    device_state: str = "ok"  # status events: ok, stalled, lost, waiting, back
     end_reason: str | None = None
     audio_time_s: float = 0.0
     n_predictions: int = 0
@@ -216,6 +217,8 @@ class Dashboard:
             for name, key in (("model", "model_name"), ("device", "device_name")):
                 if isinstance(event.get(name), str) and event[name]:
                     changes[key] = event[name]
+        elif kind == "status" and isinstance(event.get("device_state"), str):
+            changes["device_state"] = event["device_state"]
         elif kind == "end" and isinstance(event.get("reason"), str):
             changes["end_reason"] = event["reason"]
 
@@ -294,6 +297,9 @@ class Dashboard:
 
     def _input_panel(self, s: _State) -> Panel:
         line = Text()
+        if s.device_state in ("lost", "waiting"):
+            return Panel(Text(f"waiting for {s.device_name} (device lost)", style="bold yellow"),
+                         title="input", border_style="yellow")
         if s.speech is None:
             line.append("○ no audio yet ", style="dim")
         elif s.speech:
