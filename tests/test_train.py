@@ -63,7 +63,7 @@ def _write_corpus(root, corpus: str) -> None:
 @pytest.fixture(scope="module")
 def syn_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("syndata")
-    for corpus in tdata.CORPORA:
+    for corpus in tdata.PROTOCOL_CORPORA:
         _write_corpus(root, corpus)
     return root
 
@@ -110,16 +110,39 @@ def test_manifest_folds_and_speaker_limit(syn_root):
     assert tdata.limit_speakers({"a": 1, "b": 1, "c": 2}, 2) == {"a": 1, "c": 2}
 
 
+def test_read_clip_reads_flac_wav_and_ogg_opus(tmp_path):
+    x = (0.3 * np.sin(2 * np.pi * 220 * np.arange(SR) / SR)).astype(np.float32)
+    sf.write(str(tmp_path / "a.wav"), x, SR, subtype="PCM_16")
+    sf.write(str(tmp_path / "a.flac"), x, SR, subtype="PCM_16")
+    sf.write(str(tmp_path / "a.opus"), x, SR, format="OGG", subtype="OPUS")
+    for name in ("a.wav", "a.flac"):
+        assert np.allclose(dataset.read_clip(tmp_path / name), x, atol=1e-4)
+    y = dataset.read_clip(tmp_path / "a.opus")  # lossy: same length, same level
+    assert abs(len(y) - len(x)) < SR // 10 and abs(np.std(y) - np.std(x)) < 0.05
+
+
+def test_discover_corpora_is_data(tmp_path):
+    with pytest.raises(tdata.DataError, match="no corpus"):
+        tdata.discover_corpora(tmp_path)
+    for name in ("zeta", "alpha"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "MANIFEST.csv").write_text(",".join(tdata.MANIFEST_COLUMNS) + "\n")
+    (tmp_path / "protocols").mkdir()  # no manifest: not a corpus
+    assert tdata.discover_corpora(tmp_path) == ("alpha", "zeta")
+    with pytest.raises(tdata.DataError, match="found alpha, zeta"):
+        tdata.check_corpora(tmp_path, ["alpha", "beta"])
+
+
 def test_read_clip_refuses_other_formats(tmp_path):
     sf.write(str(tmp_path / "a.flac"), np.zeros((SR, 2), dtype=np.float32), SR)
-    with pytest.raises(tdata.DataError, match="16 kHz mono FLAC"):
+    with pytest.raises(tdata.DataError, match="16 kHz mono FLAC, WAV"):
         dataset.read_clip(tmp_path / "a.flac")
     sf.write(str(tmp_path / "b.flac"), np.zeros(44_100, dtype=np.float32), 44_100)
     with pytest.raises(tdata.DataError, match="44100 Hz"):
         dataset.read_clip(tmp_path / "b.flac")
-    sf.write(str(tmp_path / "c.wav"), np.zeros(SR, dtype=np.float32), SR)
-    with pytest.raises(tdata.DataError, match="WAV"):
-        dataset.read_clip(tmp_path / "c.wav")
+    sf.write(str(tmp_path / "c.aiff"), np.zeros(SR, dtype=np.float32), SR)
+    with pytest.raises(tdata.DataError, match="AIFF"):
+        dataset.read_clip(tmp_path / "c.aiff")
     sf.write(str(tmp_path / "d.flac"), np.zeros(SR, dtype=np.float32), SR)
     with pytest.raises(tdata.DataError, match="sha256"):
         dataset.read_clip(tmp_path / "d.flac", sha256="0" * 64)
@@ -241,7 +264,7 @@ def test_evaluation_report_on_synthetic_corpora(syn_report):
                                                           "emodb-logreg-online_speaker.png"}
     md = (syn_report / "report.md").read_text()
     assert "## ravdess" in md and "seed MLP" in md and "online_speaker" in md
-    for corpus in tdata.CORPORA:
+    for corpus in tdata.PROTOCOL_CORPORA:
         p = rep["protocols"][corpus]
         assert p["complete"] and list(p["folds"]) == ["1", "2", "3"]
         n_clips = len(SYN_SPEAKERS[corpus]) * len(SYN_CLASSES) * SYN_CLIPS_PER_CLASS
@@ -276,7 +299,7 @@ def test_export_synthetic_end_to_end(syn_root, syn_cache, syn_report, tmp_path):
     assert on_disk["onnx_sha256"] == hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     assert model.normalizer is not None and len(model.normalizer.prior_mean) == features.N_FEATURES
     assert on_disk["training_data"]["clips"] == 2 * len(SYN_SPEAKERS["emodb"]) * len(SYN_CLASSES) * SYN_CLIPS_PER_CLASS
-    for corpus in tdata.CORPORA:
+    for corpus in tdata.PROTOCOL_CORPORA:
         e = on_disk["evaluation"][corpus]
         assert {"protocol", "ua", "accuracy", "macro_f1", "per_class_recall", "confusion"} <= set(e)
         assert e["ua"] == rep["protocols"][corpus]["results"]["logreg/online_speaker"]["utterance"]["ua"]

@@ -11,7 +11,7 @@ from pathlib import Path
 from realtime_ser.errors import ConfigError, SerError
 
 from . import recipes
-from .data import CORPORA, REPO_ROOT, limit_speakers, load_folds, resolve_data_root
+from .data import PROTOCOL_CORPORA, REPO_ROOT, limit_speakers, load_folds, resolve_data_root
 from .dataset import DEFAULT_CACHE_DIR
 
 DEFAULT_REPORT_DIR = REPO_ROOT / "reports" / "evaluation"
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--norm", type=_names, default=None,
                    help=f"normalisation modes to evaluate (default all: {','.join(recipes.NORM_MODES)}); "
                         f"export uses the one given, else {DEFAULT_EXPORT_NORM}")
-    p.add_argument("--corpora", type=_names, default=CORPORA, help=f"default {','.join(CORPORA)}")
+    p.add_argument("--corpora", type=_names, default=PROTOCOL_CORPORA, help=f"default {','.join(PROTOCOL_CORPORA)}")
     p.add_argument("--speakers", type=_positive_int, help="quick run: at most this many speakers per corpus")
     p.add_argument("--folds", type=_positive_int, help="quick run: evaluate only the first this many folds")
     p.add_argument("--no-seed", action="store_true", help="skip the seed baseline")
@@ -69,8 +69,8 @@ def _run(args: argparse.Namespace) -> int:
     from .report import complete_report, read_report, write_report
 
     for c in args.corpora:
-        if c not in CORPORA:
-            raise ConfigError(f"unknown corpus {c!r}; choose from {', '.join(CORPORA)}")
+        if c not in PROTOCOL_CORPORA:
+            raise ConfigError(f"unknown corpus {c!r}; choose from {', '.join(PROTOCOL_CORPORA)}")
     eval_recipes = args.recipe or recipes.DEFAULT_RECIPES
     eval_modes = args.norm or recipes.NORM_MODES
     for r in eval_recipes:

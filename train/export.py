@@ -32,7 +32,7 @@ from realtime_ser.errors import SerError
 from realtime_ser.model import Model, with_label_checksum
 from realtime_ser.vad import VadParams
 
-from .data import CORPORA, corpus_labels, load_manifest
+from .data import PROTOCOL_CORPORA, corpus_labels, load_manifest
 from .dataset import DEFAULT_CACHE_DIR, Framing, load_windows
 from .evaluate import CorpusData, fit_model, per_speaker_normalise, select_params, simulate_online
 from .recipes import get_recipe
@@ -190,7 +190,7 @@ def render_model_card(card: dict) -> str:
 
 def export(*, data_root: Path, out_dir: Path, recipe: str, mode: str, report: dict, name: str = "default",
            cache_dir: Path | None = DEFAULT_CACHE_DIR, jobs: int = 2, speakers: set[str] | None = None,
-           corpora: tuple[str, ...] = CORPORA, framing: Framing = Framing(), vad_params: VadParams = VadParams(),
+           corpora: tuple[str, ...] = PROTOCOL_CORPORA, framing: Framing = Framing(), vad_params: VadParams = VadParams(),
            params: dict | None = None) -> dict:
     """Fit on all clips, convert, check, write ``<out_dir>/<name>.onnx|.json`` and ``MODEL_CARD.md``."""
     rec = get_recipe(recipe)
