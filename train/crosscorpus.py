@@ -83,6 +83,7 @@ class CrossConfig:
     cache_dir: object = DEFAULT_CACHE_DIR
     framing: Framing = Framing()
     params: dict | None = None  # fixed hyper-parameters: skip the inner selection (quick experiments)
+    train_norm: str = "speaker"  # see training_rows
 
 
 # ---------------------------------------------------------------- data
@@ -147,13 +148,22 @@ def class_corpus_weights(corpus: np.ndarray, y: np.ndarray) -> np.ndarray:
     return w * (len(w) / w.sum())
 
 
-def training_rows(pool: Pool, clips: np.ndarray, use_aug: bool):
-    """(X normalised per speaker, y, weights, prior) from the voiced windows of ``clips`` (clean, plus aug)."""
-    Xs, ys, cs, gs = [], [], [], []
+TRAIN_NORMS = ("speaker", "online", "speaker+prior")
+
+
+def training_rows(pool: Pool, clips: np.ndarray, use_aug: bool, train_norm: str = "speaker"):
+    """(X, y, weights, prior) from the voiced windows of ``clips`` (clean, plus aug).
+
+    ``train_norm``: ``speaker`` = every speaker (and condition) z-normalised by its own statistics;
+    ``online`` = normalised as the runtime would (one ``OnlineNormalizer`` per speaker, clips in seeded
+    order), so training sees the warm-up too; ``speaker+prior`` = the ``speaker`` rows plus the same rows
+    normalised by the prior alone (what the model sees before adapting)."""
+    Xs, ys, cs, gs, parts = [], [], [], [], []
     conds = ["clean"] + (["aug"] if use_aug else [])
     for cond in conds:
         d = pool.by_condition[cond]
         rows = np.flatnonzero(np.isin(d.clip_index, clips) & d.speech)
+        parts.append((d, rows))
         Xs.append(d.X[rows])
         ys.append(d.window_y()[rows])
         cs.append(pool.clip_corpus[d.clip_index[rows]])
@@ -161,11 +171,21 @@ def training_rows(pool: Pool, clips: np.ndarray, use_aug: bool):
     X, y, corpus, groups = (np.concatenate(v) for v in (Xs, ys, cs, gs))
     clean = np.char.endswith(groups, "|clean")
     prior = normalizer_prior(X[clean], groups[clean])  # the runtime's prior: clean training speakers
-    return per_speaker_normalise(X, groups), y, class_corpus_weights(corpus, y), prior
+    if train_norm == "speaker":
+        Xn = per_speaker_normalise(X, groups)
+    elif train_norm == "online":
+        Xn = np.concatenate([simulate_online(d, rows, prior) for d, rows in parts])
+    elif train_norm == "speaker+prior":
+        Xp = ((X - prior.prior_mean) / np.sqrt(prior.prior_var)).astype(np.float32)
+        Xn = np.concatenate([per_speaker_normalise(X, groups), Xp])
+        y, corpus = np.concatenate([y, y]), np.concatenate([corpus, corpus])
+    else:
+        raise ValueError(f"unknown training normalisation {train_norm!r}; expected one of {TRAIN_NORMS}")
+    return Xn, y, class_corpus_weights(corpus, y), prior
 
 
-def fit(recipe: str, params: dict, pool: Pool, clips: np.ndarray, use_aug: bool):
-    X, y, w, prior = training_rows(pool, clips, use_aug)
+def fit(recipe: str, params: dict, pool: Pool, clips: np.ndarray, use_aug: bool, train_norm: str | None = None):
+    X, y, w, prior = training_rows(pool, clips, use_aug, train_norm or _POOL.get("train_norm", "speaker"))
     model = get_xrecipe(recipe).build(**params)
     model.fit(X, y, **{f"{model.steps[-1][0]}__sample_weight": w})
     return model, prior
@@ -219,7 +239,7 @@ def figures(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
 
 # ---------------------------------------------------------------- fold tasks
 
-_POOL: dict[str, Pool] = {}
+_POOL: dict = {}  # the pool (and run settings) the fold tasks read; inherited by forked workers
 
 
 def _pool() -> Pool:
@@ -349,6 +369,7 @@ def evaluate_cross(cfg: CrossConfig) -> dict:
             tasks += [(run_within, (corpus, f, sorted(s), cfg.recipe, cfg.augment, cfg.params))
                       for f, s in sorted(by_fold.items())]
     t0 = time.perf_counter()
+    _POOL["train_norm"] = cfg.train_norm
     if cfg.jobs > 1:
         _POOL["pool"] = pool  # inherited by the forked workers
         with ProcessPoolExecutor(max_workers=cfg.jobs, initializer=_init, initargs=(None,)) as ex:
@@ -393,7 +414,7 @@ def evaluate_cross(cfg: CrossConfig) -> dict:
                      "labels": labels, "merge": dict(ls.merge), "augment": cfg.augment,
                      "eval_only": [c for c in cfg.eval_only if c in present], "trainable": list(trainable),
                      "modes": list(MODES), "select_mode": SELECT_MODE, "conditions": list(conditions),
-                     "fixed_params": cfg.params, "jobs": cfg.jobs, "cpu_count": os.cpu_count()},
+                     "fixed_params": cfg.params, "train_norm": cfg.train_norm, "jobs": cfg.jobs, "cpu_count": os.cpu_count()},
         "counts": counts,
         "cross_corpus": cross,
         "selected_params": {r["held_out"]: r["params"] for r in outer},
