@@ -71,7 +71,20 @@ VOICE_HARMONIC_MAX_HZ = 4000.0
 VOICE_PAUSE_EVERY_S = 7.0  # a 1 s pause every few seconds
 VOICE_PAUSE_S = 1.0
 VOICE_PEAK = 0.3
-VOICE_NOISE = 0.003
+VOICE_NOISE = 0.002
+VOICE_NOISE_MAX_HZ = 7000.0  # the noise floor stays below the resamplers' transition band
+VOICE_VIBRATO, VOICE_VIBRATO_HZ = 0.03, 5.0
+VOICE_VOICED_SHARE = 0.7  # of each syllable
+# vowels a, e, i, o, u, ae: F1-F3 (Peterson & Barney averages, rounded)
+VOWEL_FORMANTS_HZ = ((730, 1090, 2440), (530, 1840, 2480), (270, 2290, 3010), (570, 840, 2410), (300, 870, 2240),
+                     (660, 1720, 2410))
+FORMANT_BW_HZ = (80.0, 100.0, 150.0)
+FORMANT_WEIGHT = 0.5  # F2 at half F1's weight, F3 at a quarter
+VOWEL_HOLD = 0.3  # share of a syllable at each end where the vowel holds before gliding to the next
+FRICATIVE_LOW_HZ, FRICATIVE_HIGH_HZ = 3000.0, 6000.0
+FRICATIVE_S = 0.04  # of a syllable period
+FRICATIVE_SHARE = 1.0  # of syllable edges
+FRICATIVE_LEVEL = 0.4
 CHUNK_S = 30.0  # generate long files in pieces (bounded memory)
 
 TARGETS = {  # issue 4
@@ -106,25 +119,53 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------- audio
 
 
-def speech_like(seconds: float, seed: int = 0):
-    """A speech-like signal: harmonics of a gliding F0 with vibrato, in 4 Hz syllables, with pauses."""
+def formant_voice(f0: float, seconds: float, *, amplitude: float = VOICE_PEAK, seed: int = 0,
+                  syllable_hz: float = VOICE_SYLLABLE_HZ, f0_glide: float = VOICE_F0_GLIDE, sr: int = SAMPLE_RATE):
+    """A synthetic talker: harmonics of a gliding ``f0`` through three formants that move from vowel to
+    vowel every syllable, with fricative noise at some syllable edges. Speech-like enough for the neural
+    speech gate (which refuses plain harmonic tones and hums, as it should)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    n = int(round(seconds * SAMPLE_RATE))
-    t = np.arange(n) / SAMPLE_RATE
-    f0 = VOICE_F0_HZ * (1.0 + VOICE_F0_GLIDE * np.sin(2 * np.pi * VOICE_GLIDE_HZ * t)
-                        + 0.02 * np.sin(2 * np.pi * 5.0 * t))
-    phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
+    n = int(round(seconds * sr))
+    t = np.arange(n) / sr
+    inst = f0 * (1.0 + VOICE_VIBRATO * np.sin(2 * np.pi * VOICE_VIBRATO_HZ * t + rng.uniform(0, 2 * np.pi))
+                 + f0_glide * np.sin(2 * np.pi * VOICE_GLIDE_HZ * t + rng.uniform(0, 2 * np.pi)))
+    phase = 2 * np.pi * np.cumsum(inst) / sr
+    vowels = np.asarray(VOWEL_FORMANTS_HZ, dtype=np.float64)
+    n_syl = int(np.ceil(seconds * syllable_hz)) + 2
+    seq = vowels[rng.integers(len(vowels), size=n_syl)]
+    pos = t * syllable_hz
+    i0 = np.floor(pos).astype(int)
+    w = 0.5 - 0.5 * np.cos(np.pi * np.clip((pos - i0 - VOWEL_HOLD) / (1 - 2 * VOWEL_HOLD), 0, 1))
+    formants = seq[i0] * (1 - w)[:, None] + seq[i0 + 1] * w[:, None]
     x = np.zeros(n)
-    n_harm = int(VOICE_HARMONIC_MAX_HZ // (VOICE_F0_HZ * (1 + VOICE_F0_GLIDE)))
-    for k in range(1, n_harm + 1):
-        x += np.sin(k * phase) / k
-    syllables = np.clip(np.sin(2 * np.pi * VOICE_SYLLABLE_HZ * t) * 1.4 + 0.4, 0.0, 1.0)
-    pauses = (t % VOICE_PAUSE_EVERY_S) < VOICE_PAUSE_EVERY_S - VOICE_PAUSE_S
-    x *= syllables * pauses
-    x += VOICE_NOISE * rng.standard_normal(n)
-    return (VOICE_PEAK * x / max(float(np.max(np.abs(x))), 1e-9)).astype(np.float32)
+    for k in range(1, int(VOICE_HARMONIC_MAX_HZ // (f0 * (1 + f0_glide))) + 1):
+        gain = sum(FORMANT_WEIGHT ** j / (1 + ((k * inst - formants[:, j]) / FORMANT_BW_HZ[j]) ** 2)
+                   for j in range(len(FORMANT_BW_HZ)))
+        x += np.sin(k * phase) * gain / k
+    syllables = 0.5 - 0.5 * np.cos(2 * np.pi * syllable_hz * t)
+    x *= np.clip((syllables - (1 - VOICE_VOICED_SHARE)) / VOICE_VOICED_SHARE, 0, 1) ** 0.5
+    spec = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n, 1 / sr)
+    spec[(freqs < FRICATIVE_LOW_HZ) | (freqs > FRICATIVE_HIGH_HZ)] = 0  # below the resamplers' transition bands
+    fricative = np.fft.irfft(spec, n)
+    edge = np.exp(-(((pos % 1.0) + 0.5) % 1.0 - 0.5) ** 2 / (2 * FRICATIVE_S ** 2))
+    with_fricative = rng.random(n_syl)[np.minimum(i0, n_syl - 1)] < FRICATIVE_SHARE
+    x += FRICATIVE_LEVEL * np.std(x) / max(float(np.std(fricative)), 1e-9) * fricative * edge * with_fricative
+    spec = np.fft.rfft(rng.standard_normal(n))
+    spec[freqs > VOICE_NOISE_MAX_HZ] = 0
+    x += VOICE_NOISE * np.max(np.abs(x)) * np.fft.irfft(spec, n)
+    return (amplitude * x / max(float(np.max(np.abs(x))), 1e-9)).astype(np.float32)
+
+
+def speech_like(seconds: float, seed: int = 0):
+    """The bench's talker (``formant_voice`` at 140 Hz), with a 1 s pause every 7 s."""
+    import numpy as np
+
+    x = formant_voice(VOICE_F0_HZ, seconds, seed=seed)
+    t = np.arange(len(x)) / SAMPLE_RATE
+    return (x * ((t % VOICE_PAUSE_EVERY_S) < VOICE_PAUSE_EVERY_S - VOICE_PAUSE_S)).astype(np.float32)
 
 
 def _source_audio(file: str | None, seconds: float):

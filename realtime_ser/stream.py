@@ -2,7 +2,7 @@
 
 ``StreamProcessor`` chains, for one stream: gap filling (dropped blocks become silence
 so the audio clock stays right) -> ``Converter`` (16 kHz mono) -> ``Windower`` ->
-VAD -> features -> online speaker normaliser (if the model ships one) -> model ->
+speech gate (``gate.SpeechGate``) -> features -> online speaker normaliser (if the model ships one) -> model ->
 ``Smoother`` -> events. It is split in two steps so the pipeline can skip stale
 windows under overload: ``ingest`` (cheap: conversion and windowing) and ``process``
 (the expensive part, per window). ``predict`` and the library use it synchronously;
@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from . import SAMPLE_RATE, __version__, features, vad
+from .gate import SpeechGate
 from .audio.convert import Converter
 from .audio.windowing import Window, Windower
 from .errors import ConfigError, ModelError
@@ -91,6 +92,7 @@ class StreamProcessor:
         self.windower = Windower(self.config.window_samples, self.config.hop_samples)
         self.normalizer = OnlineNormalizer(model.normalizer) if model.normalizer is not None else None
         self.frames = features.FrameCache()  # analyses only the frames each window adds
+        self.gate = SpeechGate(model.vad)  # its neural state follows the stream, hop by hop
         self.live = live
         self.windows = 0  # processed
         self.skipped = 0
@@ -152,9 +154,9 @@ class StreamProcessor:
         return None if self.normalizer is None else round(self.normalizer.warmup, WARMUP_DECIMALS)
 
     def classify(self, window: Window) -> tuple[vad.VadResult, np.ndarray | None]:
-        """VAD, and for speech: features -> normaliser -> model probabilities."""
+        """Speech gate, and for speech: features -> normaliser -> model probabilities."""
         analysis = self.frames.analyze(window.samples, window.end - len(window.samples))
-        decision = vad.decide(analysis, self.model.vad)
+        decision = self.gate.decide(window, analysis)
         if not decision.speech:
             return decision, None
         x = features.functionals(analysis)

@@ -23,18 +23,32 @@ DEFAULT_MIN_VOICED_S = 0.3
 # -60 dBFS, not -50: quiet RAVDESS actors (calm, sad) speak at -45 to -57 dBFS, and a -50 floor
 # silenced 55 of their clips entirely; noise at any level is still refused (it is not periodic).
 DEFAULT_FLOOR_DBFS = -60.0
+# The neural speech gate (realtime_ser/gate.py, docs/gate.md): its energy first stage, Silero's
+# frame-probability threshold and how much of a window must reach it.
+DEFAULT_MIN_ACTIVE_S = 0.1
+DEFAULT_GATE_THRESHOLD = 0.5
+DEFAULT_MIN_SPEECH_S = 0.1
 
 
 @dataclass(frozen=True)
 class VadParams:
     min_voiced_s: float = DEFAULT_MIN_VOICED_S
     floor_dbfs: float = DEFAULT_FLOOR_DBFS
+    min_active_s: float = DEFAULT_MIN_ACTIVE_S
+    gate_threshold: float = DEFAULT_GATE_THRESHOLD
+    min_speech_s: float = DEFAULT_MIN_SPEECH_S
 
     def __post_init__(self) -> None:
         if not 0.0 < self.min_voiced_s <= 10.0:
             raise ValueError(f"min_voiced_s must be in (0, 10] seconds, got {self.min_voiced_s}")
         if not -120.0 <= self.floor_dbfs <= 0.0:
             raise ValueError(f"floor_dbfs must be in [-120, 0] dBFS, got {self.floor_dbfs}")
+        if not 0.0 <= self.min_active_s <= 10.0:
+            raise ValueError(f"min_active_s must be in [0, 10] seconds, got {self.min_active_s}")
+        if not 0.0 < self.gate_threshold < 1.0:
+            raise ValueError(f"gate_threshold must be in (0, 1), got {self.gate_threshold}")
+        if not 0.0 < self.min_speech_s <= 10.0:
+            raise ValueError(f"min_speech_s must be in (0, 10] seconds, got {self.min_speech_s}")
 
 
 @dataclass(frozen=True)
@@ -42,6 +56,8 @@ class VadResult:
     speech: bool
     voiced_s: float  # seconds of voiced frames above the floor
     level_dbfs: float  # mean energy of the window's active frames
+    speech_s: float = 0.0  # neural gate: seconds of frames at or above gate_threshold
+    max_prob: float = 0.0  # neural gate: the window's highest frame probability
 
 
 def decide(analysis: features.FrameAnalysis, params: VadParams = VadParams()) -> VadResult:

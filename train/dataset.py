@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from realtime_ser import features, vad
+from realtime_ser import features, gate, vad
 from realtime_ser.audio.windowing import windows_of
 
 from . import augment
@@ -136,11 +136,12 @@ def read_clip(path: Path, sha256: str | None = None) -> np.ndarray:
 
 
 def clip_windows(x: np.ndarray, framing: Framing, vad_params: vad.VadParams) -> dict[str, np.ndarray]:
-    """Features and VAD decision of every runtime window of one clip's samples."""
+    """Features and speech-gate decision (``gate.clip_decisions``, the runtime's) of every runtime window."""
     rows, speech, voiced_s, end, final = [], [], [], [], []
-    for w in windows_of(x, framing.window, framing.hop):
-        a = features.analyze(w.samples)
-        d = vad.decide(a, vad_params)
+    ws = windows_of(x, framing.window, framing.hop)
+    analyses = [features.analyze(w.samples) for w in ws]
+    decisions = gate.clip_decisions(x, framing.window, framing.hop, vad_params, analyses=analyses)
+    for w, a, d in zip(ws, analyses, decisions):
         rows.append(features.functionals(a))
         speech.append(d.speech)
         voiced_s.append(d.voiced_s)
@@ -183,7 +184,7 @@ def _key(d: dict) -> str:
 
 def windows_cache_key(framing: Framing, vad_params: vad.VadParams) -> str:
     return _key({"v": CACHE_VERSION, "spec": features.SPEC_HASH, "vad": asdict(vad_params),
-                 "framing": asdict(framing)})
+                 "gate": gate.model_sha256(), "framing": asdict(framing)})
 
 
 def seed_cache_key() -> str:
