@@ -65,6 +65,8 @@ LABEL_SETS = {
     "4": LabelSet("4", ("neutral", "happy", "sad", "angry"), {"calm": "neutral"}),
     "5s": LabelSet("5s", ("neutral", "happy", "sad", "angry", "surprised"), {"calm": "neutral"}),
     "5f": LabelSet("5f", ("neutral", "happy", "sad", "angry", "fearful"), {"calm": "neutral"}),
+    # calm kept apart: to measure whether calm and neutral are separable across corpora
+    "5c": LabelSet("5c", ("neutral", "calm", "happy", "sad", "angry")),
 }
 DEFAULT_LABEL_SET = "4"
 

@@ -405,7 +405,8 @@ def export_cross(*, data_root: Path, out_dir: Path, rep: dict, name: str = "defa
         win = np.isin(d.clip_index, np.flatnonzero(sel))
         info = CORPUS_INFO.get(c, UNKNOWN_CORPUS_INFO)
         per_corpus[c] = {"clips": int(sel.sum()), "speakers": len(set(d.clip_speaker[sel])),
-                         "windows": int(win.sum()), "voiced_windows": int((win & d.speech).sum()), **info}
+                         "windows": int(win.sum()), "voiced_windows": int((win & d.speech).sum()),
+                         "labels": {lab: int(np.sum(d.clip_y[sel] == i)) for i, lab in enumerate(labels)}, **info}
         if s["augment"]:
             a = pool.by_condition["aug"]
             per_corpus[c]["augmented_voiced_windows"] = int((np.isin(a.clip_index, np.flatnonzero(sel)) & a.speech).sum())
@@ -439,6 +440,7 @@ def export_cross(*, data_root: Path, out_dir: Path, rep: dict, name: str = "defa
                                                "boredom) are not used"},
         "evaluation": cross_evaluation_for_card(rep),
         "robustness": rep.get("robustness", {}),
+        **({"augmentation_decision": rep["augmentation_decision"]} if "augmentation_decision" in rep else {}),
         "avatar_mapping": {"vrm": VRM_MAPPING, "vrm_unused": VRM_UNUSED},
         "parity": {"atol": PARITY_ATOL, "sets": parity},
         "license": cross_license(trainable),
@@ -517,9 +519,11 @@ def render_cross_card(card: dict) -> str:
     if rob:
         lines += ["", "## Robustness (cross-corpus mean UA, per speaker online, test audio degraded)", "",
                   "| " + " | ".join(rob) + " |", "|---" * len(rob) + "|", "| " + " | ".join(pct(v) for v in rob.values()) + " |"]
-        for k in ("robustness_without_augmentation", "robustness_with_augmentation"):
-            if k in card:
-                lines += ["", f"{k.replace('_', ' ')}: " + ", ".join(f"{a} {pct(b)}" for a, b in card[k].items())]
+        ad = card.get("augmentation_decision")
+        if ad:
+            for k in ("robustness_without_augmentation", "robustness_with_augmentation"):
+                lines += ["", f"{k.replace('_', ' ')}: " + ", ".join(f"{a} {pct(b)}" for a, b in ad[k].items())]
+            lines += ["", f"Augmentation {'kept' if ad['kept'] else 'not kept'}: {ad['rule']}."]
     if "label_decision" in card:
         lines += ["", "## Label set", ""] + [f"- {t}" for t in card["label_decision"].get("notes", [])]
     am = card["avatar_mapping"]
