@@ -352,8 +352,9 @@ def test_export_refuses_report_without_the_recipe(syn_report, syn_root, tmp_path
     (["evaluate", "--norm", "global"], "unknown normalisation mode"),
     (["evaluate", "--speakers", "0"], "positive integer"),
     (["evaluate", "--data", "/nonexistent/data"], "is not a directory"),
-    (["export", "--recipe", "logreg,svc"], "one --recipe"),
-    (["all", "--recipe", "mlp,svc"], "does not evaluate"),
+    (["cross", "--xrecipe", "forest"], "unknown cross-corpus recipe 'forest'"),
+    (["cross", "--label-set", "12"], "unknown label set"),
+    (["cross", "--train-norm", "global"], "unknown training normalisation"),
 ])
 def test_cli_bad_arguments_one_line_error(argv, fragment, capsys):
     code = train_main(argv)
@@ -362,18 +363,15 @@ def test_cli_bad_arguments_one_line_error(argv, fragment, capsys):
     assert fragment in err and err.startswith("error:") and err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_cli_evaluate_then_export(syn_root, syn_cache, tmp_path, capsys):
-    report_dir, model_dir = tmp_path / "rep", tmp_path / "models"
-    code = train_main(["all", "--data", str(syn_root), "--cache", str(syn_cache), "--report", str(report_dir),
-                       "--out", str(model_dir), "--recipe", "logreg", "--norm", "none", "--jobs", "2",
-                       "--no-seed", "--folds", "1"])
+def test_cli_evaluate_writes_the_within_corpus_report(syn_root, syn_cache, tmp_path, capsys):
+    report_dir = tmp_path / "rep"
+    code = train_main(["evaluate", "--data", str(syn_root), "--cache", str(syn_cache), "--report", str(report_dir),
+                       "--recipe", "logreg", "--norm", "none", "--jobs", "2", "--no-seed", "--folds", "1"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert (report_dir / "report.json").exists() and "utterance UA" in out
-    model = Model.load(model_dir / "default.onnx")
-    assert model.normalizer is None
-    assert model.card["evaluation_complete"] is False  # one fold only: the card says so
-    assert "quick run" in (model_dir / "MODEL_CARD.md").read_text()
+    rep = read_report(report_dir)
+    assert set(rep["protocols"]) == {"ravdess", "emodb"} and "utterance UA" in out
+    assert not any(p["complete"] for p in rep["protocols"].values())  # one fold only: the report says so
 
 
 # ---------------------------------------------------------------- the real corpora
@@ -381,19 +379,15 @@ def test_cli_evaluate_then_export(syn_root, syn_cache, tmp_path, capsys):
 
 @pytest.mark.corpus
 @pytest.mark.slow
-def test_small_real_run_through_export(data_root, tmp_path, capsys):
-    """2 speakers per corpus, one fold, logreg: evaluate, export, parity, Model.load."""
-    code = train_main(["all", "--data", str(data_root), "--report", str(tmp_path / "rep"),
-                       "--out", str(tmp_path / "models"), "--recipe", "logreg", "--norm", "online_speaker",
+def test_small_real_run_of_the_within_corpus_protocols(data_root, tmp_path, capsys):
+    """2 speakers per corpus, one fold, logreg: the RAVDESS and EmoDB protocols on the real clips."""
+    code = train_main(["evaluate", "--data", str(data_root), "--report", str(tmp_path / "rep"),
+                       "--recipe", "logreg", "--norm", "online_speaker",
                        "--speakers", "2", "--folds", "1", "--no-seed", "--jobs", "2"])
     assert code == 0, capsys.readouterr()
-    model = Model.load(tmp_path / "models" / "default.onnx")
-    card = model.card
-    assert card["training_data"]["speakers"] == 4
-    assert set(card["evaluation"]) == {"ravdess", "emodb"}
-    assert set(model.labels) <= set(tdata.ALL_LABELS) and len(model.labels) >= 7
-    assert all(s["label_mismatches"] == 0 and s["max_abs_prob_diff"] <= export.PARITY_ATOL
-               for s in card["parity"]["sets"].values())
+    rep = read_report(tmp_path / "rep")
+    assert set(rep["protocols"]) == {"ravdess", "emodb"}
+    assert len(rep["protocols"]["ravdess"]["labels"]) == 8
 
 
 # ---------------------------------------------------------------- cross-corpus protocol (issue 9), generated corpora

@@ -170,6 +170,9 @@ def _within_native(args: argparse.Namespace, root) -> dict:
     for m in eval_modes:
         recipes.check_norm_mode(m)
     corpora = tuple(args.corpora or [c for c in PROTOCOL_CORPORA if (root / c).is_dir()])
+    if not corpora:
+        print("no corpus with a within-corpus protocol in the data root; within-corpus report skipped")
+        return None
     for c in corpora:
         if c not in PROTOCOL_CORPORA:
             raise ConfigError(f"no within-corpus protocol for {c!r}; choose from {', '.join(PROTOCOL_CORPORA)}")
@@ -197,10 +200,27 @@ def _native_for_card(report: dict) -> dict:
             "seed_baseline": seed}
 
 
+def _check_names(args: argparse.Namespace) -> None:
+    """Every recipe, mode, label set and normalisation named on the command line exists (before any work)."""
+    from .crosscorpus import LABEL_SETS, TRAIN_NORMS
+    from .xrecipes import get_xrecipe
+
+    for r in args.recipe or ():
+        recipes.get_recipe(r)
+    for m in args.norm or ():
+        recipes.check_norm_mode(m)
+    get_xrecipe(args.xrecipe)
+    if args.label_set not in LABEL_SETS:
+        raise ConfigError(f"unknown label set {args.label_set!r}; choose from {', '.join(LABEL_SETS)}")
+    if args.train_norm not in TRAIN_NORMS:
+        raise ConfigError(f"unknown training normalisation {args.train_norm!r}; choose from {', '.join(TRAIN_NORMS)}")
+
+
 def _run(args: argparse.Namespace) -> int:
     from .report import read_report
     from .xreport import read_cross_report
 
+    _check_names(args)
     root = resolve_data_root(args.data)
     t_start = time.perf_counter()
     rep = native = None

@@ -26,6 +26,7 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import GroupKFold
@@ -33,7 +34,7 @@ from sklearn.model_selection import GroupKFold
 from realtime_ser.normalize import NormalizerParams, OnlineNormalizer
 
 from . import augment
-from .data import PROTOCOL_CORPORA, Clip, discover_corpora, load_folds, load_manifest
+from .data import PROTOCOL_CORPORA, Clip, DataError, discover_corpora, load_folds, load_manifest
 from .dataset import DEFAULT_CACHE_DIR, Framing, WindowTable, limit_blas_threads, load_windows
 from .evaluate import (CorpusData, normalizer_prior, per_speaker_normalise, simulate_online, speaker_order_seed,
                        utterance_proba)
@@ -360,8 +361,8 @@ def evaluate_cross(cfg: CrossConfig) -> dict:
             if corpus not in present:
                 continue
             try:
-                folds = load_folds(cfg.data_root, corpus)
-            except Exception as e:  # noqa: BLE001 - a missing protocol file only skips that protocol
+                folds = load_folds(Path(cfg.data_root), corpus)
+            except DataError as e:  # a corpus without its protocol file only skips that protocol
                 log.warning("no within-corpus protocol for %s (%s)", corpus, e)
                 continue
             by_fold: dict[int, list[str]] = {}
