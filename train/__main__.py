@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -70,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-only", type=_names, default=DEFAULT_EVAL_ONLY,
                    help=f"corpora held out and scored but never trained on (default {','.join(DEFAULT_EVAL_ONLY)})")
     p.add_argument("--no-robustness", action="store_true", help="skip the degraded-audio conditions")
+    p.add_argument("--no-label-study", dest="label_study", action="store_false",
+                   help="all: skip the label-set measurements (calm kept apart, surprised added) recorded in the card")
     p.add_argument("--no-compare-augment", dest="compare_augment", action="store_false",
                    help="all: run the cross-corpus protocol once (as --augment says) instead of with and without "
                         "augmentation, keeping the better")
@@ -127,6 +130,64 @@ def _cross_both(args: argparse.Namespace, root) -> dict:
     print(f"augmentation {'kept' if keep else 'dropped'}: robust score {rep['augmentation_decision']['score_with']:.3f} "
           f"with, {rep['augmentation_decision']['score_without']:.3f} without")
     return rep
+
+
+def _label_study(args: argparse.Namespace, root, rep: dict) -> dict:
+    """The measurements behind the label set: calm kept apart (``5c``) and surprised added (``5s``), same recipe,
+    augmentation setting and the C most outer folds of ``rep`` chose, no robustness conditions."""
+    from collections import Counter
+
+    from .crosscorpus import CrossConfig, evaluate_cross
+
+    chosen = Counter(json.dumps(p, sort_keys=True) for p in rep["selected_params"].values()).most_common(1)[0][0]
+    params = json.loads(chosen)
+    s = rep["settings"]
+    out = {"params": params, "shipped": {"label_set": s["label_set"],
+                                         "cross_mean": {m: v["ua"] for m, v in rep["cross_corpus"]["mean"].items()}}}
+    notes = []
+    for name, within in (("5c", True), ("5s", False)):
+        cfg = CrossConfig(data_root=root, recipe=s["recipe"], label_set=name, augment=s["augment"],
+                          eval_only=tuple(s["eval_only"]), robustness=False, within=within, jobs=args.jobs,
+                          cache_dir=args.cache, params=params, train_norm=s.get("train_norm", "speaker"))
+        r = evaluate_cross(cfg)
+        cc = r["cross_corpus"]
+        entry = {"cross_mean": {m: v["ua"] for m, v in cc["mean"].items()},
+                 "per_class_recall_per_speaker": {c: d["per_speaker"]["per_class_recall"] for c, d in cc["corpora"].items()}}
+        if name == "5c":
+            w = r["within"].get("ravdess")
+            if w:
+                cm = np.asarray(w["confusion"])
+                i, j = w["labels"].index("neutral"), w["labels"].index("calm")
+                entry["ravdess_within_calm_vs_neutral"] = {
+                    "neutral_recall_within_pair": float(cm[i, i] / (cm[i, i] + cm[i, j])),
+                    "calm_recall_within_pair": float(cm[j, j] / (cm[j, j] + cm[j, i])), "confusion": w["confusion"],
+                    "labels": w["labels"]}
+            tv = cc["corpora"].get("turev", {}).get("per_speaker")
+            if tv:
+                cm = np.asarray(tv["confusion"])
+                row = cm[tv["labels"].index("calm")] if "calm" in tv["labels"] else None
+                if row is not None:
+                    entry["turev_calm_predicted_as"] = {lab: int(n) for lab, n in zip(tv["labels"], row)}
+            notes.append(
+                "calm vs neutral: within RAVDESS (speaker-independent) the pair separates (recall within the pair "
+                f"neutral {entry.get('ravdess_within_calm_vs_neutral', {}).get('neutral_recall_within_pair', float('nan')):.2f}, "
+                f"calm {entry.get('ravdess_within_calm_vs_neutral', {}).get('calm_recall_within_pair', float('nan')):.2f}), but "
+                "calm is learnt from RAVDESS alone (TurEV-DB is evaluation-only), so it fails the two-corpora rule, and "
+                f"across corpora TurEV-DB's calm clips are predicted {entry.get('turev_calm_predicted_as')}: merged into neutral "
+                f"(cross-corpus mean per-speaker UA with calm apart {entry['cross_mean']['per_speaker']:.3f}).")
+        else:
+            sr = {c: v.get("surprised") for c, v in entry["per_class_recall_per_speaker"].items() if v.get("surprised") is not None}
+            notes.append(
+                "surprised (RAVDESS, nEMO, Spanish: three languages) added as a fifth class: cross-corpus mean "
+                f"per-speaker UA {entry['cross_mean']['per_speaker']:.3f} on each corpus' shared classes against "
+                f"{out['shipped']['cross_mean']['per_speaker']:.3f} for the four classes, surprised recall "
+                + ", ".join(f"{c} {v:.2f}" for c, v in sr.items()) + " (chance 0.20): not shipped.")
+        out[name] = entry
+    notes.append("boredom exists in EmoDB only (one corpus, one language): dropped. fearful and disgust are in several "
+                 "corpora but are not shipped: the issue's cross-corpus targets are on the four shared classes, and "
+                 "every extra class measured here (calm, surprised) lowered them.")
+    out["notes"] = notes
+    return out
 
 
 def _cross(args: argparse.Namespace, root) -> dict:
@@ -241,6 +302,8 @@ def _run(args: argparse.Namespace) -> int:
         if native is None and (Path(args.report) / "report.json").exists():
             native = read_report(args.report)
         extra = _native_for_card(native) if native is not None else {}
+        if args.command == "all" and args.label_study:
+            extra["label_decision"] = _label_study(args, root, rep)
         extra["full_run_s"] = time.perf_counter() - t_start if args.command == "all" else None
         card = export_cross(data_root=root, out_dir=args.out, rep=rep, name=args.name, cache_dir=args.cache,
                             jobs=args.jobs, extra=extra)
