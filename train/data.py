@@ -1,9 +1,11 @@
 """Corpora through their manifests, and the speaker folds of the standard protocols.
 
-The data root holds ``ravdess/`` and ``emodb/`` (each with a ``MANIFEST.csv``:
-``path,speaker,emotion,duration_s,sha256``) and ``protocols/<corpus>_speaker_folds.csv``
-(``speaker,fold``). It is found from ``--data DIR``, else ``$REALTIME_SER_DATA``, else
-``../shared/data`` beside the repository.
+The data root holds one folder per corpus, each with a ``MANIFEST.csv``
+(``path,speaker,emotion,duration_s,sha256``), and ``protocols/<corpus>_speaker_folds.csv``
+(``speaker,fold``) for the corpora that have a standard within-corpus protocol. The list of
+corpora is data, not code: every sub-folder with a manifest is a corpus
+(``discover_corpora``), so a seventh corpus is a folder with a manifest. The root is found
+from ``--data DIR``, else ``$REALTIME_SER_DATA``, else ``../shared/data`` beside the repository.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from realtime_ser.errors import SerError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_ENV = "REALTIME_SER_DATA"
 DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
-CORPORA = ("ravdess", "emodb")
+# The corpora with a standard within-corpus speaker protocol (protocols/<corpus>_speaker_folds.csv).
+PROTOCOL_CORPORA = ("ravdess", "emodb")
 MANIFEST_NAME = "MANIFEST.csv"
 MANIFEST_COLUMNS = ("path", "speaker", "emotion", "duration_s", "sha256")
 FOLD_COLUMNS = ("speaker", "fold")
@@ -71,11 +74,29 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
         raise DataError(f"{path} is not a readable CSV file ({e})") from None
 
 
+def discover_corpora(root: Path) -> tuple[str, ...]:
+    """Every sub-folder of ``root`` holding a ``MANIFEST.csv``, sorted by name."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data root {root} is not a directory")
+    found = tuple(sorted(d.name for d in root.iterdir() if d.is_dir() and (d / MANIFEST_NAME).is_file()))
+    if not found:
+        raise DataError(f"data root {root} holds no corpus (no sub-folder with a {MANIFEST_NAME})")
+    return found
+
+
+def check_corpora(root: Path, names) -> tuple[str, ...]:
+    """``names`` if each is a corpus of ``root``; ``DataError`` naming the known ones otherwise."""
+    known = discover_corpora(root)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise DataError(f"unknown corpus {', '.join(unknown)} in {root}; found {', '.join(known)}")
+    return tuple(names)
+
+
 def load_manifest(root: Path, corpus: str) -> list[Clip]:
     """All clips of one corpus, in manifest order."""
-    if corpus not in CORPORA:
-        raise DataError(f"unknown corpus {corpus!r}; expected one of {', '.join(CORPORA)}")
-    folder = root / corpus
+    folder = Path(root) / corpus
     path = folder / MANIFEST_NAME
     clips = []
     for i, row in enumerate(_read_csv(path, MANIFEST_COLUMNS), start=2):

@@ -34,6 +34,7 @@ import soundfile as sf
 from realtime_ser import features, gate, vad
 from realtime_ser.audio.windowing import windows_of
 
+from . import augment
 from .data import REPO_ROOT, Clip, DataError
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,12 @@ class WindowTable:
 # ---------------------------------------------------------------- per-clip work (worker processes)
 
 
+READABLE_FORMATS = {"FLAC": "FLAC", "WAV": "WAV", "OGG": "Ogg (Opus or Vorbis)"}
+
+
 def read_clip(path: Path, sha256: str | None = None) -> np.ndarray:
-    """A clip as float32 samples; ``DataError`` unless it is a 16 kHz mono FLAC (matching ``sha256`` if given)."""
+    """A clip as float32 samples; ``DataError`` unless it is 16 kHz mono FLAC, WAV or Ogg (Opus)
+    (matching ``sha256`` if given)."""
     try:
         data = Path(path).read_bytes()
     except OSError as e:
@@ -119,9 +124,9 @@ def read_clip(path: Path, sha256: str | None = None) -> np.ndarray:
         raise DataError(f"clip {path} does not match the sha256 in its manifest; restore the corpus")
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
-            if f.format != "FLAC" or f.samplerate != SAMPLE_RATE or f.channels != 1:
+            if f.format not in READABLE_FORMATS or f.samplerate != SAMPLE_RATE or f.channels != 1:
                 raise DataError(f"clip {path} is {f.format} {f.samplerate} Hz {f.channels} channel(s); "
-                                f"expected 16 kHz mono FLAC as the data README says")
+                                f"expected 16 kHz mono {', '.join(READABLE_FORMATS.values())} as the data README says")
             x = f.read(dtype="float32")
     except sf.LibsndfileError as e:
         raise DataError(f"clip {path} is not readable audio ({e})") from None
@@ -148,8 +153,11 @@ def clip_windows(x: np.ndarray, framing: Framing, vad_params: vad.VadParams) -> 
 
 
 def _windows_task(args: tuple) -> dict[str, np.ndarray]:
-    path, sha, framing, vad_params = args
-    return clip_windows(read_clip(path, sha), framing, vad_params)
+    path, sha, framing, vad_params, condition, babble = args
+    x = read_clip(path, sha)
+    if condition != augment.CLEAN:
+        x = augment.apply(condition, x, seed_text=sha, babble=lambda: [read_clip(p) for p in babble])
+    return clip_windows(x, framing, vad_params)
 
 
 def seed_vector(x: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -222,12 +230,26 @@ def _run(task, args: list, jobs: int) -> list:
 WINDOW_FIELDS = ("X", "speech", "voiced_s", "end", "final")
 
 
+def windows_cache_path(cache_dir: Path, corpus: str, framing: Framing, vad_params: vad.VadParams,
+                       condition: str = augment.CLEAN) -> Path:
+    """The cache file of one corpus under one audio condition (clean, or an ``augment`` condition)."""
+    key = windows_cache_key(framing, vad_params)
+    if condition == augment.CLEAN:
+        return Path(cache_dir) / f"windows-{corpus}-{key}.npz"
+    return Path(cache_dir) / f"windows-{corpus}-{condition}-{augment.condition_key(condition)}-{key}.npz"
+
+
 def load_windows(corpus: str, clips: list[Clip], *, framing: Framing = Framing(),
                  vad_params: vad.VadParams = vad.VadParams(), cache_dir: Path | None = DEFAULT_CACHE_DIR,
-                 jobs: int = 1) -> WindowTable:
-    """The window table of ``clips`` (one corpus), computing only what the cache lacks."""
+                 jobs: int = 1, condition: str = augment.CLEAN, babble_pool: list[Clip] | None = None) -> WindowTable:
+    """The window table of ``clips`` (one corpus), computing only what the cache lacks.
+
+    ``condition`` other than ``clean`` runs every clip through ``augment.apply`` first (seeded by the
+    clip's sha256, so a clip always gets the same augmentation); babble is mixed from clips of
+    ``babble_pool`` (default ``clips``) by *other* speakers than the clip's own."""
     t0 = time.perf_counter()
-    cache_path = None if cache_dir is None else Path(cache_dir) / f"windows-{corpus}-{windows_cache_key(framing, vad_params)}.npz"
+    augment.check_condition(condition)
+    cache_path = None if cache_dir is None else windows_cache_path(cache_dir, corpus, framing, vad_params, condition)
     per_clip: dict[str, dict[str, np.ndarray]] = {}
     cached = _load_npz(cache_path) if cache_path else None
     if cached is not None:
@@ -236,9 +258,12 @@ def load_windows(corpus: str, clips: list[Clip], *, framing: Framing = Framing()
             per_clip[str(sha)] = {k: cached[k][off[i]:off[i + 1]] for k in WINDOW_FIELDS}
     todo = {c.sha256: c for c in clips if c.sha256 not in per_clip}
     if todo:
-        log.info("%s: computing windows of %d clip(s) (%d in the cache)", corpus, len(todo),
+        log.info("%s/%s: computing windows of %d clip(s) (%d in the cache)", corpus, condition, len(todo),
                  len({c.sha256 for c in clips}) - len(todo))
-        results = _run(_windows_task, [(c.path, c.sha256, framing, vad_params) for c in todo.values()], jobs)
+        pool = list(babble_pool if babble_pool is not None else clips)
+        args = [(c.path, c.sha256, framing, vad_params, condition,
+                 augment.babble_sources(condition, c, pool)) for c in todo.values()]
+        results = _run(_windows_task, args, jobs)
         per_clip.update(zip(todo, results))
         if cache_path:
             shas = list(per_clip)

@@ -44,7 +44,7 @@ from sklearn.neural_network import MLPClassifier
 
 from realtime_ser.normalize import NormalizerParams, OnlineNormalizer, speaker_stats
 
-from .data import CORPORA, corpus_labels, limit_speakers, load_folds, load_manifest
+from .data import PROTOCOL_CORPORA, corpus_labels, limit_speakers, load_folds, load_manifest
 from .dataset import DEFAULT_CACHE_DIR, Framing, WindowTable, limit_blas_threads, load_seed_features, load_windows
 from .metrics import classification_figures, unweighted_accuracy
 from .recipes import check_norm_mode, get_recipe
@@ -290,7 +290,7 @@ class EvalConfig:
     data_root: object
     recipes: tuple[str, ...]
     modes: tuple[str, ...]
-    corpora: tuple[str, ...] = CORPORA
+    corpora: tuple[str, ...] = PROTOCOL_CORPORA
     speakers: int | None = None  # at most this many speakers per corpus (quick runs)
     folds: int | None = None  # evaluate only the first this many folds
     jobs: int = 2

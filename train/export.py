@@ -32,7 +32,7 @@ from realtime_ser.errors import SerError
 from realtime_ser.model import Model, with_label_checksum
 from realtime_ser.vad import VadParams
 
-from .data import CORPORA, corpus_labels, load_manifest
+from .data import PROTOCOL_CORPORA, corpus_labels, load_manifest
 from .dataset import DEFAULT_CACHE_DIR, Framing, load_windows
 from .evaluate import CorpusData, fit_model, per_speaker_normalise, select_params, simulate_online
 from .recipes import get_recipe
@@ -190,7 +190,7 @@ def render_model_card(card: dict) -> str:
 
 def export(*, data_root: Path, out_dir: Path, recipe: str, mode: str, report: dict, name: str = "default",
            cache_dir: Path | None = DEFAULT_CACHE_DIR, jobs: int = 2, speakers: set[str] | None = None,
-           corpora: tuple[str, ...] = CORPORA, framing: Framing = Framing(), vad_params: VadParams = VadParams(),
+           corpora: tuple[str, ...] = PROTOCOL_CORPORA, framing: Framing = Framing(), vad_params: VadParams = VadParams(),
            params: dict | None = None) -> dict:
     """Fit on all clips, convert, check, write ``<out_dir>/<name>.onnx|.json`` and ``MODEL_CARD.md``."""
     rec = get_recipe(recipe)
@@ -290,3 +290,256 @@ def export(*, data_root: Path, out_dir: Path, recipe: str, mode: str, report: di
         raise ExportError(f"the exported model fails the runtime's checks ({e}); removed it") from None
     log.info("exported %s (%d bytes, %d labels, parity %s)", onnx_path, len(onnx_bytes), len(labels), parity)
     return card
+
+
+# ---------------------------------------------------------------- the cross-corpus model (issue 9)
+
+# What the card says of each corpus (the list of corpora itself comes from the data root).
+CORPUS_INFO = {
+    "ravdess": {"language": "English", "kind": "24 actors, studio", "licence": "CC BY-NC-SA 4.0",
+                "credit": "Livingstone SR, Russo FA (2018), The Ryerson Audio-Visual Database of Emotional Speech "
+                          "and Song (RAVDESS), PLoS ONE 13(5): e0196391."},
+    "emodb": {"language": "German", "kind": "10 actors, studio", "licence": "free for research (its authors)",
+              "credit": "Burkhardt F, Paeschke A, Rolfes M, Sendlmeier W, Weiss B (2005), A Database of German "
+                        "Emotional Speech, Interspeech 2005."},
+    "nemo": {"language": "Polish", "kind": "9 actors, studio", "licence": "CC BY-NC-SA 4.0 (github.com/amu-cai/nEMO)",
+             "credit": "Christop I (2024), nEMO: Dataset of Emotional Speech in Polish, LREC-COLING 2024."},
+    "ased": {"language": "Amharic", "kind": "65 volunteers, self-recorded at home",
+             "licence": "published for research, no licence file (github.com/Ethio2021/ASED_V1)",
+             "credit": "Retta EA, Almekhlafi E, Sutcliffe R, Mhamed M, Ali H, Feng J (2022), A New Amharic Speech "
+                       "Emotion Dataset and Classification Benchmark, ACM TALLIP, doi 10.1145/3529759."},
+    "spanish": {"language": "Spanish", "kind": "14 non-professional speakers",
+                "licence": "no licence stated, research use (github.com/rcebrian/speech-emotion-recognition)",
+                "credit": "Spanish student corpus, github.com/rcebrian/speech-emotion-recognition (commit f44cf6d)."},
+    "turev": {"language": "Turkish", "kind": "6 actors, single words",
+              "licence": "CC BY-NC-ND 4.0 in its README, GPL-3.0 in its LICENSE file (github.com/Xeonen/TurEV-DB)",
+              "credit": "Canpolat SF, Ormanoğlu Z, Zeyrek D (2020), Turkish Emotion Voice Database (TurEV-DB), "
+                        "LREC 2020 workshop SLTU-CCURL."},
+}
+UNKNOWN_CORPUS_INFO = {"language": "?", "kind": "?", "licence": "see the corpus folder", "credit": "see the corpus folder"}
+EVAL_ONLY_REASON = {
+    "turev": "evaluated on (held out in the cross-corpus protocol) but NOT trained on: its README licenses it "
+             "CC BY-NC-ND 4.0, and a model trained on it would be a derivative, which the no-derivatives clause "
+             "forbids (its LICENSE file says GPL-3.0; with the two in conflict the stricter reading is kept).",
+}
+# Avatar expressions (VRM 1.0 presets) driven by each class; relaxed and surprised get no class.
+VRM_MAPPING = {"neutral": "neutral", "happy": "happy", "angry": "angry", "sad": "sad"}
+VRM_UNUSED = {"relaxed": "calm was merged into neutral: calm vs neutral is not separable across corpora (see "
+                         "label_decision); drive it from neutral at low arousal if wanted, the model does not",
+              "surprised": "not a shipped class: learnt from too few corpora (see label_decision)"}
+CROSS_CARD_KEYS = ("ua", "accuracy", "per_class_recall", "confusion", "labels")
+
+
+def cross_license(corpora: list[str]) -> dict:
+    names = ", ".join(corpora)
+    return {"name": "CC BY-NC-SA 4.0", "non_commercial": True,
+            "statement": f"Trained on {names}. RAVDESS and nEMO are CC BY-NC-SA 4.0, the others research-only: "
+                         "this model is for non-commercial use only, is shared under CC BY-NC-SA 4.0 and must "
+                         "carry the credits below.",
+            "credits": [CORPUS_INFO.get(c, UNKNOWN_CORPUS_INFO)["credit"] for c in corpora]}
+
+
+def cross_evaluation_for_card(rep: dict) -> dict:
+    """``{"cross_corpus": {"corpora": {c: {mode: figures}}, "mean": {mode: {"ua"}}}, <within corpus>: figures}``."""
+    cc = rep["cross_corpus"]
+    out = {"cross_corpus": {
+        "protocol": "leave one corpus out, utterance level, on the classes the held-out corpus shares with the model",
+        "corpora": {c: {m: {k: d[m][k] for k in CROSS_CARD_KEYS} for m in rep["settings"]["modes"]}
+                    for c, d in cc["corpora"].items()},
+        "mean": {m: {"ua": v["ua"]} for m, v in cc["mean"].items()},
+        "selected_params": rep["selected_params"]}}
+    for c, w in rep.get("within", {}).items():
+        out[c] = {k: w[k] for k in CARD_FIGURE_KEYS if k in w}
+        out[c]["protocol"] = (f"{c}: speaker-independent standard folds on the model's {len(w['labels'])} classes "
+                              f"({rep['settings']['merge'] or 'no merge'}), per speaker online")
+        out[c]["fold_ua"] = w["fold_ua"]
+    return out
+
+
+def export_cross(*, data_root: Path, out_dir: Path, rep: dict, name: str = "default",
+                 cache_dir: Path | None = DEFAULT_CACHE_DIR, jobs: int = 2, extra: dict | None = None,
+                 framing: Framing = Framing(), vad_params: VadParams = VadParams()) -> dict:
+    """Fit the cross-corpus report's recipe on every trainable corpus, convert, check, write the model + card."""
+    from . import crosscorpus as cc
+    from .xrecipes import get_xrecipe
+
+    s = rep["settings"]
+    ls = cc.LABEL_SETS[s["label_set"]]
+    trainable = [c for c in s["trainable"] if c in rep["counts"]]
+    timing = {}
+    t0 = time.perf_counter()
+    conditions = ("clean", "aug") if s["augment"] else ("clean",)
+    pool = cc.load_pool(data_root, tuple(trainable), ls, conditions, cache_dir=cache_dir, jobs=jobs, framing=framing)
+    timing["features_s"] = time.perf_counter() - t0
+    clips = np.arange(len(pool.clips))
+    cc._POOL["train_norm"] = s.get("train_norm", "speaker")
+    t0 = time.perf_counter()
+    if s.get("fixed_params"):
+        params, selection = dict(s["fixed_params"]), []
+    else:
+        cc._POOL["pool"] = pool
+        params, selection = cc.select(s["recipe"], pool, clips, s["augment"])
+    timing["select_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pipe, prior = cc.fit(s["recipe"], params, pool, clips, s["augment"])
+    timing["fit_s"] = time.perf_counter() - t0
+    labels = list(pool.labels)
+    if not np.array_equal(pipe.classes_, np.arange(len(labels))):
+        raise ExportError(f"the fitted model knows classes {list(pipe.classes_)} but the labels are {labels}")
+    t0 = time.perf_counter()
+    onnx_bytes = with_label_checksum(to_onnx(pipe), labels)  # issue 12: the label order is checked at load
+    timing["convert_s"] = time.perf_counter() - t0
+    if len(onnx_bytes) > MAX_MODEL_BYTES:
+        raise ExportError(f"the ONNX model is {len(onnx_bytes) / 1e6:.1f} MB, over the limit; choose a smaller recipe")
+    d = pool.by_condition["clean"]
+    X_train, _, _, _ = cc.training_rows(pool, clips, s["augment"], cc._POOL["train_norm"])
+    sets = {"training_windows": X_train,
+            "runtime_normalised_windows": simulate_online(d, np.arange(len(d.X)), prior)}
+    t0 = time.perf_counter()
+    parity = check_parity(onnx_bytes, pipe, sets)
+    timing["parity_s"] = time.perf_counter() - t0
+
+    per_corpus = {}
+    for c in trainable:
+        sel = pool.clip_corpus == c
+        win = np.isin(d.clip_index, np.flatnonzero(sel))
+        info = CORPUS_INFO.get(c, UNKNOWN_CORPUS_INFO)
+        per_corpus[c] = {"clips": int(sel.sum()), "speakers": len(set(d.clip_speaker[sel])),
+                         "windows": int(win.sum()), "voiced_windows": int((win & d.speech).sum()),
+                         "labels": {lab: int(np.sum(d.clip_y[sel] == i)) for i, lab in enumerate(labels)}, **info}
+        if s["augment"]:
+            a = pool.by_condition["aug"]
+            per_corpus[c]["augmented_voiced_windows"] = int((np.isin(a.clip_index, np.flatnonzero(sel)) & a.speech).sum())
+    not_trained = {c: {**CORPUS_INFO.get(c, UNKNOWN_CORPUS_INFO),
+                       "use": EVAL_ONLY_REASON.get(c, "evaluated on, not trained on")}
+                   for c in s["eval_only"]}
+    rec = get_xrecipe(s["recipe"])
+    card = {
+        "name": name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "git_commit": git_commit(),
+        "labels": labels,
+        "sample_rate": framing.sample_rate,
+        "window_s": framing.window_s,
+        "hop_s": framing.hop_s,
+        "feature_spec": {**features.FEATURE_SPEC, "hash": features.SPEC_HASH},
+        "input_width": features.N_FEATURES,
+        "normalization": prior.to_json(),
+        "vad": asdict(vad_params),
+        "recipe": {"name": s["recipe"], "description": rec.description, "params": params, "norm": "online_speaker",
+                   "train_norm": s.get("train_norm", "speaker"), "augment": s["augment"],
+                   "weighting": "every (corpus, class) cell the same total weight",
+                   "label_set": ls.name, "merge": dict(ls.merge), "selection": selection,
+                   "selection_method": "inner leave-one-corpus-out over the training corpora (per speaker online UA)"},
+        "training_data": {"corpora": trainable, "clips": sum(v["clips"] for v in per_corpus.values()),
+                          "speakers": sum(v["speakers"] for v in per_corpus.values()),
+                          "windows": sum(v["windows"] for v in per_corpus.values()),
+                          "voiced_windows": sum(v["voiced_windows"] for v in per_corpus.values()),
+                          "per_corpus": per_corpus, "not_trained_on": not_trained,
+                          "emotions_left_out": "clips of emotions outside the label set (fearful, disgust, surprised, "
+                                               "boredom) are not used"},
+        "evaluation": cross_evaluation_for_card(rep),
+        "robustness": rep.get("robustness", {}),
+        **({"augmentation_decision": rep["augmentation_decision"]} if "augmentation_decision" in rep else {}),
+        "avatar_mapping": {"vrm": VRM_MAPPING, "vrm_unused": VRM_UNUSED},
+        "parity": {"atol": PARITY_ATOL, "sets": parity},
+        "license": cross_license(trainable),
+        "onnx_bytes": len(onnx_bytes),
+        "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+        "timing_s": {**timing, "cross_corpus_evaluation_s": rep["timing"]["total_s"]},
+        **(extra or {}),
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = out_dir / f"{name}.onnx"
+    onnx_path.write_bytes(onnx_bytes)
+    onnx_path.with_suffix(".json").write_text(json.dumps(card, indent=1, default=float), encoding="utf-8")
+    (out_dir / "MODEL_CARD.md").write_text(render_cross_card(card), encoding="utf-8")
+    written = [onnx_path, onnx_path.with_suffix(".json"), out_dir / "MODEL_CARD.md"]
+    try:
+        model = Model.load(onnx_path)
+        probe = sets["runtime_normalised_windows"][:64]
+        if not np.allclose(model.predict_proba(probe), pipe.predict_proba(probe.astype(np.float32)), atol=PARITY_ATOL):
+            raise ExportError(f"Model.load({onnx_path}) gives other probabilities than scikit-learn")
+    except SerError as e:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise ExportError(f"the exported model fails the runtime's checks ({e}); removed it") from None
+    return card
+
+
+def render_cross_card(card: dict) -> str:
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.1f} %"
+
+    r = card["recipe"]
+    ev = card["evaluation"]
+    cc = ev["cross_corpus"]
+    td = card["training_data"]
+    lines = [f"# Model card: {card['name']}", "",
+             f"Speech-emotion classifier for realtime-ser: {len(card['labels'])} classes ({', '.join(card['labels'])}) "
+             f"from one {card['window_s']} s window of 16 kHz mono audio (hop {card['hop_s']} s), "
+             f"{card['input_width']} hand-crafted features (spec `{card['feature_spec']['hash']}`), online per-speaker "
+             f"normalisation, then `{r['name']}` ({r['description']}, params {r['params']}). Corpus emotions merged: "
+             f"{r['merge']}. Training audio augmented: {'yes' if r['augment'] else 'no'}; classes weighted "
+             f"{r['weighting']}.", "",
+             "## License", "", card["license"]["statement"], ""]
+    lines += [f"- {c}" for c in card["license"]["credits"]]
+    lines += ["", "## Training data", "",
+              f"{td['clips']} clips of {len(td['corpora'])} corpora, {td['speakers']} speakers, {td['voiced_windows']} "
+              f"voiced windows (of {td['windows']}; the rest dropped by the speech gate {card['vad']}); "
+              f"{td['emotions_left_out']}.", "",
+              "| corpus | language | speakers | clips | voiced windows | licence |", "|---|---|---|---|---|---|"]
+    for c, d in td["per_corpus"].items():
+        lines.append(f"| {c} | {d['language']} | {d['speakers']} | {d['clips']} | {d['voiced_windows']} | {d['licence']} |")
+    for c, d in td["not_trained_on"].items():
+        lines += ["", f"**{c}** ({d['language']}, {d['licence']}): {d['use']} Credit: {d['credit']}"]
+    lines += ["", "## Cross-corpus evaluation (leave one corpus out, utterance level)", "",
+              "Each corpus held out in turn: trained on the others (TurEV-DB never trained on), scored on the classes it "
+              "shares with the model. population = no adaptation; per file = the online normaliser reset per clip; "
+              "per speaker = the runtime's online normaliser carried over a speaker's clips (seeded random order). "
+              "Hyper-parameters chosen inside each outer fold by inner leave-one-corpus-out.", "",
+              "| held-out corpus | population UA | per file UA | per speaker UA | per speaker accuracy | params |",
+              "|---|---|---|---|---|---|"]
+    for c, d in cc["corpora"].items():
+        lines.append(f"| {c} | {pct(d['population']['ua'])} | {pct(d['per_file']['ua'])} | {pct(d['per_speaker']['ua'])} "
+                     f"| {pct(d['per_speaker']['accuracy'])} | {cc['selected_params'].get(c)} |")
+    m = cc["mean"]
+    lines.append(f"| **mean** | **{pct(m['population']['ua'])}** | **{pct(m['per_file']['ua'])}** | "
+                 f"**{pct(m['per_speaker']['ua'])}** | | |")
+    within = [k for k in ev if k != "cross_corpus"]
+    if within:
+        lines += ["", "## Within corpus (speaker-independent standard folds, per speaker online)", "",
+                  "| protocol | UA | accuracy | per-class recall |", "|---|---|---|---|"]
+        for k in within:
+            e = ev[k]
+            lines.append(f"| {e['protocol']} | {pct(e['ua'])} | {pct(e['accuracy'])} | " +
+                         ", ".join(f"{a} {pct(b)}" for a, b in e["per_class_recall"].items()) + " |")
+    rob = card.get("robustness", {}).get("mean")
+    if rob:
+        lines += ["", "## Robustness (cross-corpus mean UA, per speaker online, test audio degraded)", "",
+                  "| " + " | ".join(rob) + " |", "|---" * len(rob) + "|", "| " + " | ".join(pct(v) for v in rob.values()) + " |"]
+        ad = card.get("augmentation_decision")
+        if ad:
+            for k in ("robustness_without_augmentation", "robustness_with_augmentation"):
+                lines += ["", f"{k.replace('_', ' ')}: " + ", ".join(f"{a} {pct(b)}" for a, b in ad[k].items())]
+            lines += ["", f"Augmentation {'kept' if ad['kept'] else 'not kept'}: {ad['rule']}."]
+    if "label_decision" in card:
+        lines += ["", "## Label set", ""] + [f"- {t}" for t in card["label_decision"].get("notes", [])]
+    am = card["avatar_mapping"]
+    lines += ["", "## Avatar mapping (VRM expressions)", "", "| class | VRM expression |", "|---|---|"]
+    lines += [f"| {a} | {b} |" for a, b in am["vrm"].items()]
+    lines += [f"| (none) | {a}: {b} |" for a, b in am["vrm_unused"].items()]
+    t = card["timing_s"]
+    par = card["parity"]
+    lines += ["", "## Training time and checks", "",
+              ", ".join(f"{k} {v:.0f} s" for k, v in t.items() if isinstance(v, (int, float))) +
+              " (2-core machine shared with other jobs).", "",
+              f"onnxruntime vs scikit-learn within {par['atol']:g}: " +
+              "; ".join(f"{k}: {v['windows']} windows, max diff {v['max_abs_prob_diff']:.1e}" for k, v in par["sets"].items())
+              + f". ONNX sha256 `{card['onnx_sha256']}`, {card['onnx_bytes']} bytes.", "",
+              "## Limits", "",
+              "Acted or read emotional speech (actors, volunteers, students) in English, German, Polish, Amharic and "
+              "Spanish: expect lower figures on spontaneous talk. Labels are the intended emotion categories. "
+              "Do not use for decisions about people.", ""]
+    return "\n".join(lines)
