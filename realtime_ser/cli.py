@@ -507,6 +507,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
         profile.apply(pipeline.processor)
     state["pipeline"] = pipeline
     signal.setitimer(signal.ITIMER_REAL, 0)  # an interrupt deferred during an import: handled just below
+    if state["signum"] is None and _pending_signal:  # it arrived before this command's handler was installed
+        state["signum"] = _pending_signal[0]
     if state["signum"] is not None:
         pipeline.stop("stopped")
 
