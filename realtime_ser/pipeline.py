@@ -58,8 +58,12 @@ JOIN_TIMEOUT_S = 5.0
 MS_PER_S = 1000.0
 POLL_LATE_S = 0.5  # a poll this much later than its timeout: the process itself was held up (SIGSTOP...)
 REOPEN_FIRST_DELAY_S = 0.1  # a lost device is looked for again after this, then twice as long each time...
-REOPEN_MAX_DELAY_S = 1.0  # ...up to this (audio must be back within about a second of the device)
+REOPEN_MAX_DELAY_S = 0.5  # ...up to this (predictions must be back within 2 s of the device)
 WAITING_REPORT_S = 5.0  # a "waiting" status event this often (wall clock) while the device is gone
+LOST_AUDIO_MIN_S = 0.25  # after a stall, the audio clock this much further behind the wall clock: audio was lost
+LAG_SETTLE_S = 1.0  # the lag is settled when it moved less than LAG_STEADY_S over this much wall time
+LAG_STEADY_S = 0.05  # (a burst of audio the driver kept makes it fall fast)
+LAG_FLOOR_WINDOW_S = 10.0  # the lag's baseline: its minimum over the last 10 to 20 s (clocks drift apart)
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,41 @@ class PipelineConfig:
             raise ConfigError(f"--duration must be a positive number of seconds, got {self.duration_s}")
         if self.device_timeout_s is not None and not (self.device_timeout_s >= 0 and not math.isnan(self.device_timeout_s)):
             raise ConfigError(f"--device-timeout must be >= 0 seconds (0 = give up at once), got {self.device_timeout_s}")
+
+
+class _Lag:
+    """How far a live source's audio runs behind the wall clock: a block's arrival minus the wall time
+    its last frame would have if the frames had come at the nominal rate since the start. Its minimum
+    over the last 10-20 s is the baseline; after a stall, a lag still above the baseline once it has
+    settled is audio the driver lost (an overrun), which goes into the audio clock as silence."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._previous: float | None = None
+        self._current: float | None = None
+        self._bucket_end = -math.inf
+
+    def add(self, now: float, lag: float) -> None:
+        if now >= self._bucket_end:
+            self._previous, self._current, self._bucket_end = self._current, lag, now + LAG_FLOOR_WINDOW_S
+        else:
+            self._current = min(self._current, lag)
+
+    @property
+    def floor(self) -> float | None:
+        known = [v for v in (self._previous, self._current) if v is not None]
+        return min(known) if known else None
+
+
+@dataclass
+class _StallWatch:
+    """A stall being watched until the lag settles: the baseline before it, the last checkpoint."""
+
+    floor: float | None
+    checkpoint_at: float
+    checkpoint_lag: float
 
 
 @dataclass
@@ -120,6 +159,8 @@ class Pipeline:
         self._next_status_s = self.config.status_every_s
         self._outage: _Outage | None = None  # the device is lost and being re-opened
         self._frame_offset = 0  # source frames of gaps inserted before the current capture's frames
+        self._lag = _Lag()
+        self._stall: _StallWatch | None = None
 
     # ------------------------------------------------------------ control
 
@@ -314,6 +355,7 @@ class Pipeline:
         src = self.source
         limit = None if self.config.duration_s is None else int(round(self.config.duration_s * SAMPLE_RATE))
         last_arrival: float | None = None  # of the last block, across batches (a batch may hold only END)
+        last_block: Block | None = None
         stall_s = stall_timeout(src.block_frames, src.sample_rate)
         for items in batches:
             pending: list[Pending] = []
@@ -342,8 +384,14 @@ class Pipeline:
                 elif src.live and last_arrival is not None and item.arrival - last_arrival > stall_s:
                     # no audio for a while, yet the stream is alive: the process or the device stalled
                     notices.append(self._device_status("stalled", item.arrival - last_arrival).to_json())
+                    self._stall = _StallWatch(self._lag.floor, item.arrival, self._block_lag(item))
+                elif src.live and self._stall is None:
+                    self._lag.add(item.arrival, self._block_lag(item))
                 pending += proc.ingest(item.start + self._frame_offset, item.data, item.arrival)
                 last_arrival = item.arrival
+                last_block = item
+            if self._stall is not None and last_block is not None:
+                pending += self._settle_stall(last_block)
             if ended or failure is not None:
                 pending += proc.finish(last_arrival if last_arrival is not None else time.monotonic())
             if limit is not None:
@@ -383,15 +431,21 @@ class Pipeline:
             now = time.monotonic()
             gone = now - outage.since
             if timeout is not None and gone >= timeout:
-                raise AudioDeviceError(f"input device {src.name!r} has been gone for {gone:.1f} s "
-                                       f"(--device-timeout {timeout:g}); reconnect it and check "
-                                       f"`realtime-ser devices`")
+                raise self._gave_up(gone, timeout)
             if now >= outage.next_report:
                 outage.next_report = now + WAITING_REPORT_S
                 yield self._device_status("waiting", gone).to_json()
             wait = delay if timeout is None else min(delay, max(0.0, timeout - gone))
-            self._stop.wait(wait)
+            if self._stop.wait(wait):
+                break
             delay = min(2 * delay, REOPEN_MAX_DELAY_S)
+            gone = time.monotonic() - outage.since
+            if timeout is not None and gone >= timeout:  # not one more attempt past the deadline
+                raise self._gave_up(gone, timeout)
+
+    def _gave_up(self, gone: float, timeout: float) -> AudioDeviceError:
+        return AudioDeviceError(f"input device {self.source.name!r} has been gone for {gone:.1f} s "
+                                f"(--device-timeout {timeout:g}); reconnect it and check `realtime-ser devices`")
 
     def _device_back(self, first: Block) -> Iterator[dict]:
         """The re-opened device's first block: the time it was gone goes into the audio clock as
@@ -400,6 +454,8 @@ class Pipeline:
         src = self.source
         proc = self.processor
         outage, self._outage = self._outage, None
+        self._lag.reset()  # the new stream's frames continue the old ones: its lag starts afresh
+        self._stall = None
         missing_s = first.arrival - outage.since - len(first.data) / src.sample_rate
         frames = max(0, int(round(missing_s * src.sample_rate)))
         channels = first.data.shape[1] if first.data.ndim == 2 else 1
@@ -410,6 +466,30 @@ class Pipeline:
             pending = [p for p in pending if p.window.end <= int(round(limit * SAMPLE_RATE))]
         yield from self._run_windows(pending)
         yield self._device_status("back", frames / src.sample_rate).to_json()
+
+    def _block_lag(self, block: Block) -> float:
+        return block.arrival - (block.start + len(block.data)) / self.source.sample_rate
+
+    def _settle_stall(self, block: Block) -> list[Pending]:
+        """Once the lag has settled after a stall: the audio lost meanwhile (if any) as silence."""
+        watch = self._stall
+        lag = self._block_lag(block)
+        if block.arrival - watch.checkpoint_at < LAG_SETTLE_S:
+            return []
+        if abs(lag - watch.checkpoint_lag) > LAG_STEADY_S:  # still catching up: look again later
+            watch.checkpoint_at, watch.checkpoint_lag = block.arrival, lag
+            return []
+        self._stall = None
+        self._lag.reset()
+        lost_s = 0.0 if watch.floor is None else lag - watch.floor
+        if lost_s < LOST_AUDIO_MIN_S:
+            return []
+        frames = int(round(lost_s * self.source.sample_rate))
+        log.info("%.2f s of audio lost in a stall (counted as silence)", lost_s)
+        channels = block.data.shape[1] if block.data.ndim == 2 else 1
+        pending = self.processor.fill_gap(frames, channels, block.arrival)
+        self._frame_offset += frames
+        return pending
 
     def _device_status(self, state: str, gap_s: float) -> StatusEvent:
         return self.status_event(self.processor.time_s, device_state=state, gap_s=t_round(max(0.0, gap_s)))

@@ -10,6 +10,9 @@ Without a sound server:
   realtime replays through ``Tracker``.
 * ``test_gap_is_counted_as_silence``: ``StreamProcessor.fill_gap`` keeps the audio clock, counts
   the windows (analysed + gap = every window) and stays cheap for a ten-minute gap.
+* ``test_audio_lost_in_a_stall_is_counted_as_silence``: a simulated device (the real
+  ``CallbackCapture`` called from a test thread) stops for 2 s, then either loses that audio (an
+  overrun: it is inserted as silence) or delivers it late (nothing inserted).
 * ``test_device_timeout_must_be_a_number_of_seconds``: NaN and negative values are exit 2.
 * ``test_a_run_leaves_home_untouched``: ``listen --replay`` and ``predict`` with ``HOME`` a fresh
   directory (nothing may appear in it) and a read-only one (stderr stays empty: no telemetry warning).
@@ -409,3 +412,89 @@ def test_device_timeout_gives_up_with_exit_5(timeout_s: float, private_pulse: Pr
     assert "lost" in [e["device_state"] for e in of_type(events, "status")]
     assert took <= timeout_s + TIMEOUT_EXIT_SLACK_S, f"exit {took:.2f} s after the fault (timeout {timeout_s:g} s)"
 
+
+
+# ------------------------------------------------------------------ audio lost in a stall (a driver overrun)
+
+PAUSE_AT_S = 2.0
+PAUSE_S = 2.0
+PAUSED_AUDIO_S = 7.0
+LOST_TOLERANCE_S = 0.3  # the lag is measured from block arrivals: scheduling jitter on a loaded machine
+
+
+class PausingMic:
+    """A live source whose 'PortAudio thread' is a test thread calling the real ``CallbackCapture`` at
+    real pace, and that stops delivering for ``PAUSE_S`` at ``PAUSE_AT_S``. Then either the driver
+    lost that audio (``catch_up=False``: delivery goes on from the present, as after an ALSA overrun)
+    or it kept it (``catch_up=True``: the missed blocks come at once, as PulseAudio does)."""
+
+    live = True
+    sample_rate = SR
+    channels = 1
+    block_frames = 800
+    name = "pausing"
+
+    def __init__(self, *, catch_up: bool) -> None:
+        self.catch_up = catch_up
+        self.capture = None
+        self._thread = None
+        self._stopped = None
+
+    @property
+    def counters(self):
+        return self.capture.counters
+
+    def open(self) -> None:
+        pass
+
+    def start(self, q) -> None:
+        import threading
+
+        from realtime_ser.audio.sources import CallbackCapture
+
+        self.capture = CallbackCapture(q)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        block = voice(MID_F0, self.block_frames / SR)[:, None].astype(np.float32)
+        t0 = time.monotonic()
+        paused = False
+        while not self._stopped.is_set():
+            due = t0 + (self.capture.next_frame + self.block_frames) / SR
+            if not paused and due - t0 >= PAUSE_AT_S:
+                paused = True
+                self._stopped.wait(PAUSE_S)
+                if not self.catch_up:
+                    t0 += PAUSE_S  # the frames of the pause are never delivered
+                continue
+            self._stopped.wait(max(0.0, due - time.monotonic()))
+            self.capture.callback(block, self.block_frames, None, None)
+
+    def check(self, since: float | None = None) -> None:
+        pass
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+
+@pytest.mark.parametrize("catch_up", [False, True])
+def test_audio_lost_in_a_stall_is_counted_as_silence(catch_up: bool, tiny_model) -> None:
+    cfg = PipelineConfig(status_every_s=STATUS_EVERY_S, duration_s=PAUSED_AUDIO_S)
+    began = time.monotonic()
+    events = list(Pipeline(PausingMic(catch_up=catch_up), tiny_model, cfg).events())
+    wall_s = time.monotonic() - began
+    end = events[-1]
+    assert end["reason"] == "duration", end
+    stalls = [s for s in of_type(events, "status") if s["device_state"] == "stalled"]
+    assert len(stalls) == 1 and abs(stalls[0]["gap_s"] - PAUSE_S) <= LOST_TOLERANCE_S, stalls
+    if catch_up:  # nothing was lost: nothing inserted, the missed audio was analysed or skipped
+        assert end["gap_s"] == 0 and end["gap_windows"] == 0, end
+        assert wall_s >= PAUSED_AUDIO_S
+    else:  # the lost audio is in the audio clock: 7 s of audio took 7 s, not 9 s, of wall time
+        assert abs(end["gap_s"] - PAUSE_S) <= LOST_TOLERANCE_S, end
+        assert wall_s < PAUSED_AUDIO_S + PAUSE_S - LOST_TOLERANCE_S
+    assert end["windows"] + end["skipped_windows"] + end["gap_windows"] == PAUSED_AUDIO_S / HOP_S
+    check_times(events)
