@@ -30,6 +30,7 @@ import numpy as np
 
 from . import features
 from .audio.windowing import Window, windows_of
+from .errors import ModelError
 from .vad import VadParams, VadResult
 
 SILERO_DIR = Path(__file__).resolve().parent / "silero"
@@ -51,8 +52,8 @@ def model_sha256(model_path: Path | str = DEFAULT_MODEL_PATH) -> str:
     return hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
 
 
-class GateError(RuntimeError):
-    """The speech-gate model is missing or unreadable."""
+class GateError(ModelError):
+    """The speech-gate model is missing or unreadable (a model error: exit code 4, one line)."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -67,7 +68,9 @@ def _session(model_path: str):
     try:
         return ort.InferenceSession(model_path, sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
-        raise GateError(f"cannot load the speech-gate model {model_path}: {e}") from None
+        first_line = str(e).strip().splitlines()[:1] or [type(e).__name__]
+        raise GateError(f"cannot load the speech-gate model {model_path} ({first_line[0]}); "
+                        "reinstall realtime-ser (the model ships in realtime_ser/silero)") from None
 
 
 class SileroVAD:
