@@ -515,8 +515,9 @@ class Pipeline:
         every = self.config.status_every_s
         if every <= 0 or end_sample / SAMPLE_RATE < self._next_status_s:
             return None
-        while self._next_status_s <= end_sample / SAMPLE_RATE:
-            self._next_status_s += every
+        t = end_sample / SAMPLE_RATE
+        # the next multiple of ``every`` after t, computed (a loop of += every would spin for a tiny every)
+        self._next_status_s = max(self._next_status_s + every, (math.floor(t / every) + 1) * every)
         return self.status_event(end_sample / SAMPLE_RATE)
 
     def status_event(self, t: float, device_state: str = "ok", gap_s: float | None = None) -> StatusEvent:

@@ -24,7 +24,8 @@ from typing import NoReturn
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+# the corpora: $REALTIME_SER_DATA (as train/ resolves it), else ../shared/data beside the checkout
+SHARED_DATA = Path(os.environ.get("REALTIME_SER_DATA") or REPO_ROOT.parent / "shared" / "data")
 VMIC_SCRIPT = REPO_ROOT / "scripts" / "vmic.sh"
 VMIC_SINK = "vmic"
 VMIC_START_TIMEOUT_S = 30
@@ -121,7 +122,7 @@ def virtual_mic(_virtual_mic_session: VirtualMic | str) -> VirtualMic:
 
 @pytest.fixture
 def shared_data_dir() -> Path:
-    """../shared/data (the emotional speech corpora)."""
+    """The emotional speech corpora: $REALTIME_SER_DATA, else ../shared/data."""
     if not SHARED_DATA.is_dir():
         skip_or_fail(f"needs the corpora at {SHARED_DATA} (a checkout with ../shared beside it)")
     return SHARED_DATA

@@ -91,6 +91,7 @@ def events_of(stdout: str) -> list[dict]:
 # ------------------------------------------------------------------ VRChat
 
 
+@pytest.mark.slow
 def test_vrchat_preset_addresses_types_and_ranges(receiver, tiny_model_path, sad_happy_wav):
     r = listen(tiny_model_path, sad_happy_wav, "--osc", f"127.0.0.1:{receiver.port}", "--osc-face-blend",
                pace="realtime")
@@ -205,6 +206,7 @@ def test_vmc_bundles_ramp_and_decay_to_neutral_in_silence(receiver):
     assert all(v == 0.0 for v in bundles[-1].values())
 
 
+@pytest.mark.slow
 def test_vmc_vrm1_names_end_to_end(receiver, tiny_model_path, sad_happy_wav):
     r = listen(tiny_model_path, sad_happy_wav, "--osc", str(receiver.port), "--osc-preset", "vmc",
                "--vmc-names", "vrm1", pace="realtime")

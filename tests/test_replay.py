@@ -230,3 +230,16 @@ def test_a_read_error_in_a_long_read_keeps_the_blocks_before_it(tiny_model, clip
         runs.append(seen)
     assert comparable(runs[0]) == comparable(runs[1])
     assert of_type(runs[0], "prediction")[-1]["t_end"] == 3.3 and runs[0][-1]["reason"] == "error"
+
+
+@pytest.mark.parametrize("every", [1e-17, 1e-300, 0.3])
+def test_any_status_period_a_library_passes_ends_and_gives_one_status_per_window_at_most(tiny_model, clip_path,
+                                                                                         every):
+    """PipelineConfig(status_every_s=1e-17) once spun forever stepping the next status time by 1e-17 s."""
+    events = list(Pipeline(FileSource(clip_path, pace="fast"), tiny_model,
+                           PipelineConfig(status_every_s=every)).events())
+    windows = len(of_type(events, "prediction"))
+    statuses = of_type(events, "status")
+    assert events[-1]["type"] == "end" and 0 < len(statuses) <= windows
+    times = [s["t"] for s in statuses]
+    assert times == sorted(times) and len(set(times)) == len(times)

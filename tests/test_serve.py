@@ -206,6 +206,7 @@ def browser(tmp_path):
     b.close()
 
 
+@pytest.mark.slow
 def test_overlay_page_in_headless_chromium_shows_the_emotion_changing(tiny_model_path, sad_happy_wav, browser,
                                                                       tmp_path):
     run = Listen(tiny_model_path, sad_happy_wav)
@@ -240,6 +241,7 @@ def test_overlay_page_in_headless_chromium_shows_the_emotion_changing(tiny_model
         (tmp_path / f"overlay-{emotion}.png").write_bytes(png)
 
 
+@pytest.mark.slow
 def test_full_page_screenshot(tiny_model_path, sad_happy_wav, browser):
     """The non-overlay page (``/``) during a replay: screenshots when it shows sad, then happy. With
     REALTIME_SER_OVERLAY_PNG set, both are kept there one above the other (how docs/overlay.png is made)."""
@@ -288,6 +290,7 @@ def _timed_listen(args: list[str], env: dict) -> tuple[list[dict], str, float]:
     return [json.loads(line) for line in r.stdout.splitlines()], r.stderr, cpu
 
 
+@pytest.mark.slow
 def test_absent_receivers_change_no_event_and_no_latency(tiny_model_path, sad_happy_wav, tmp_path):
     """A realtime replay twice: alone, then with --osc (vmc), --vts and --serve all on, nobody listening
     on the OSC port, nothing on the VTS port, no client on the server, and the dashboard forced on.

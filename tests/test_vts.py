@@ -159,6 +159,7 @@ def assert_injects_at_least_every_second(server: FakeVTubeStudio, conn: int) -> 
     return inj
 
 
+@pytest.mark.slow
 def test_token_flow_parameters_injections_and_token_reuse(vts, tiny_model_path, speech_wav, tmp_path):
     url = f"ws://127.0.0.1:{vts.port}"
     r = run_listen(tiny_model_path, speech_wav, url, tmp_path)
