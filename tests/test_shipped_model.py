@@ -1,5 +1,6 @@
 """The shipped model (models/default.onnx + its card): it loads, matches the code, and its card
-holds the speaker-independent figures that issue #2 requires. No corpus needed."""
+holds the cross-corpus and speaker-independent figures (issues #2 and #9), consistent with
+themselves and with the model. No corpus needed."""
 
 from __future__ import annotations
 
@@ -9,17 +10,22 @@ import numpy as np
 import pytest
 
 from realtime_ser import features
-from realtime_ser.model import DEFAULT_MODEL, Model, card_path_for, sha256_file
+from realtime_ser.model import LABELS_METADATA_KEY, DEFAULT_MODEL, Model, card_path_for, labels_checksum, sha256_file
 
 from helpers import voice
 
 CARD = card_path_for(DEFAULT_MODEL)
 MAX_MODEL_BYTES = 5 * 1024 * 1024  # "a few MB at most"
-PROTOCOL_TARGETS = {"ravdess": 0.60, "emodb": 0.75}  # utterance-level UA, issue #2
+# Within-corpus speaker-independent UA on the shipped label set (classes merged: calm counted as neutral; the
+# figure is on the merged set), issue #9: RAVDESS >= 0.60, EmoDB >= 0.80.
+PROTOCOL_FLOORS = {"ravdess": 0.60, "emodb": 0.80}
 MIN_GAIN_OVER_SEED = 0.10
-EVAL_KEYS = ("protocol", "ua", "accuracy", "macro_f1", "per_class_recall", "confusion")
+EVAL_KEYS = ("protocol", "ua", "accuracy", "per_class_recall", "confusion")
 CARD_KEYS = ("labels", "sample_rate", "window_s", "hop_s", "feature_spec", "training_data", "evaluation",
-             "seed_baseline", "license", "onnx_sha256")
+             "seed_baseline", "license", "onnx_sha256", "robustness", "avatar_mapping", "timing_s")
+CROSS_MODES = ("population", "per_file", "per_speaker")
+CROSS_KEYS = {"ua", "accuracy", "per_class_recall", "confusion", "labels"}
+VRM_EXPRESSIONS = {"neutral", "happy", "angry", "sad", "relaxed", "surprised"}
 
 
 @pytest.fixture(scope="module")
@@ -58,18 +64,73 @@ def test_model_loads_and_labels_match_card(model, card):
     assert np.isfinite(p).all() and abs(float(p.sum()) - 1.0) < 1e-4
 
 
-@pytest.mark.parametrize("protocol", sorted(PROTOCOL_TARGETS))
-def test_card_reports_speaker_independent_targets(card, protocol):
+def _check_confusion(f: dict) -> None:
+    cm = np.asarray(f["confusion"])
+    assert cm.shape == (len(f["labels"]), len(f["labels"]))
+    support = cm.sum(axis=1)
+    recalls = [cm[i, i] / support[i] for i in range(len(support)) if support[i]]
+    assert abs(float(np.mean(recalls)) - f["ua"]) < 1e-6  # UA is the mean recall of this very matrix
+
+
+@pytest.mark.parametrize("protocol", sorted(PROTOCOL_FLOORS))
+def test_card_reports_within_corpus_figures(card, protocol):
     ev = card["evaluation"][protocol]
     for key in EVAL_KEYS:
         assert key in ev, key
+    assert ev["ua"] >= PROTOCOL_FLOORS[protocol]
+    assert set(ev["labels"]) <= set(card["labels"])
+    _check_confusion(ev)
     seed = card["seed_baseline"][protocol]
-    assert ev["ua"] >= PROTOCOL_TARGETS[protocol]
     assert ev["ua"] >= seed["ua"] + MIN_GAIN_OVER_SEED
-    confusion = np.asarray(ev["confusion"])
-    assert confusion.shape[0] == confusion.shape[1] == len(ev["per_class_recall"])
-    recalls = np.diag(confusion) / confusion.sum(axis=1)
-    assert abs(float(recalls.mean()) - ev["ua"]) < 1e-3  # UA is the mean recall of this very matrix
+
+
+def test_labels_checksum_is_in_the_onnx(card):
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(DEFAULT_MODEL)).metadata_props}
+    assert meta[LABELS_METADATA_KEY] == labels_checksum(card["labels"])
+
+
+def test_card_cross_corpus_shape_and_consistency(card):
+    cc = card["evaluation"]["cross_corpus"]
+    corpora = cc["corpora"]
+    assert len(corpora) >= 6
+    for name, modes in corpora.items():
+        assert set(modes) == set(CROSS_MODES), name
+        for f in modes.values():
+            assert set(f) == CROSS_KEYS
+            assert set(f["labels"]) <= set(card["labels"])
+            _check_confusion(f)
+    for mode in CROSS_MODES:
+        assert abs(cc["mean"][mode]["ua"] - np.mean([corpora[c][mode]["ua"] for c in corpora])) < 1e-9
+    # Adapting to the speaker must help, and every held-out corpus must beat chance on its classes.
+    assert cc["mean"]["per_speaker"]["ua"] > cc["mean"]["population"]["ua"]
+    for name, modes in corpora.items():
+        assert modes["per_speaker"]["ua"] > 1.0 / len(modes["per_speaker"]["labels"]), name
+
+
+def test_card_training_data_and_turev(card):
+    td = card["training_data"]
+    assert set(td["corpora"]) == set(td["per_corpus"]) and len(td["corpora"]) >= 2
+    assert td["clips"] == sum(d["clips"] for d in td["per_corpus"].values())
+    assert "turev" not in td["corpora"] and "turev" in td["not_trained_on"]
+    assert "turev" in card["evaluation"]["cross_corpus"]["corpora"]
+    for d in td["per_corpus"].values():
+        assert d["licence"] and d["credit"] and d["language"]
+    # Every shipped label is learnt from at least two corpora in two languages.
+    for label in card["labels"]:
+        learnt = [c for c, d in td["per_corpus"].items() if d.get("labels", {}).get(label, 0) > 0]
+        assert len(learnt) >= 2 and len({td["per_corpus"][c]["language"] for c in learnt}) >= 2, label
+
+
+def test_card_robustness_mapping_and_timing(card):
+    rob = card["robustness"]
+    assert {"clean", "snr20", "snr10", "snr5", "reverb"} <= set(rob["mean"])
+    assert all(0.0 <= v <= 1.0 for v in rob["mean"].values())
+    vrm = card["avatar_mapping"]["vrm"]
+    assert set(vrm) == set(card["labels"]) and set(vrm.values()) <= VRM_EXPRESSIONS
+    assert set(card["avatar_mapping"]["vrm_unused"]) == VRM_EXPRESSIONS - set(vrm.values())
+    assert card["timing_s"]["fit_s"] > 0
 
 
 def test_license_is_non_commercial_with_credits(card):

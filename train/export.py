@@ -1,4 +1,10 @@
-"""Fit the chosen recipe on all clips of both corpora, export ONNX + model card, check parity.
+"""Fit a recipe on all training clips, export ONNX + model card, check parity.
+
+``export_cross`` (issue 9, what ``python -m train`` ships): the cross-corpus report's recipe, label set and
+augmentation setting, fitted on every trainable corpus (TurEV-DB is evaluation-only), C chosen by
+leave-one-corpus-out over them; the card carries ``evaluation.cross_corpus``, the within-corpus figures,
+robustness, the label study, corpus credits and licences, and the VRM mapping. ``export`` is the older
+two-corpus path (one ``train.recipes`` recipe on RAVDESS + EmoDB), kept for its evaluation report.
 
 * Labels: the union of the corpora's emotions in ``data.ALL_LABELS`` order, integer-encoded
   (0..K-1), so the ONNX ``label`` output is int64 and the ``probabilities`` columns follow
