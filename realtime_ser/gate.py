@@ -7,7 +7,7 @@ calls ``SpeechGate.decide`` window after window: the same code, the same decisio
    less than ``VadParams.min_active_s`` of frames above ``floor_dbfs`` is silence; the neural
    net does not run and its state is reset (so silence costs nothing).
 2. **Silero VAD** (``SileroVAD``: the MIT-licensed ONNX model shipped in ``realtime_ser/silero``,
-   run by onnxruntime, no torch): a speech probability per 32 ms frame (512 samples at 16 kHz),
+   its convolutions rewritten as matrix products, run by onnxruntime, no torch): a speech probability per 32 ms frame (512 samples at 16 kHz),
    its recurrent state carried from hop to hop, so each window costs only the frames of audio
    it adds. A window is speech when at least ``min_speech_s`` of its frames have a probability
    of ``gate_threshold`` or more,
@@ -34,7 +34,9 @@ from .errors import ModelError
 from .vad import VadParams, VadResult
 
 SILERO_DIR = Path(__file__).resolve().parent / "silero"
-DEFAULT_MODEL_PATH = SILERO_DIR / "silero_vad_16k_sequence.onnx"
+# Silero's silero_vad_16k_sequence.onnx with its convolutions rewritten as matrix products
+# (scripts/derive_gate_model.py): the same network and weights, 3x cheaper to run (docs/gate.md, Cost)
+DEFAULT_MODEL_PATH = SILERO_DIR / "silero_vad_16k_matmul.onnx"
 SILERO_RATE = 16_000  # the shipped model is the 16 kHz one
 FRAME = 512  # samples per Silero frame at 16 kHz (32 ms)
 CONTEXT = 64  # samples of the previous frame prefixed to each frame (Silero's own layout)

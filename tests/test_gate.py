@@ -165,6 +165,37 @@ def test_the_shipped_model_is_the_documented_one():
     assert (Path(gate.__file__).parent / "silero" / "LICENSE").read_text(encoding="utf-8").startswith("MIT License")
 
 
+ORIGINAL_MODEL = Path(__file__).parent / "data" / "silero_vad_16k_sequence.onnx"  # Silero's, unchanged
+DERIVED_ATOL = 1e-5
+
+
+def test_the_shipped_model_gives_the_original_silero_probabilities():
+    """The shipped model is Silero's with its convolutions as matrix products: same probabilities, same states."""
+    x = np.concatenate([talker(3.0), sounds.non_speech("chords")[: 3 * SR], sounds.hummed_melody(seed=13)[: 3 * SR]])
+    original, shipped = gate.SileroVAD(model_path=ORIGINAL_MODEL), gate.SileroVAD()
+    for i in range(0, len(x), HOP):  # hop by hop, as the stream runs it
+        np.testing.assert_allclose(shipped(x[i:i + HOP]), original(x[i:i + HOP]), atol=DERIVED_ATOL)
+    np.testing.assert_allclose(shipped._h, original._h, atol=10 * DERIVED_ATOL)
+    np.testing.assert_allclose(shipped._c, original._c, atol=10 * DERIVED_ATOL)
+    assert original.frames_done == len(x) // gate.FRAME
+
+
+def test_the_shipped_model_is_derived_by_the_script():
+    """scripts/derive_gate_model.py rebuilds the shipped file byte for byte from the original."""
+    onnx = pytest.importorskip("onnx", reason="onnx (the train extra) is needed to derive the model")
+    import hashlib
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "derive_gate_model.py"
+    spec = importlib.util.spec_from_file_location("derive_gate_model", path)
+    derive = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(derive)
+    rebuilt = derive.derive(onnx.load(str(ORIGINAL_MODEL))).SerializeToString()
+    assert hashlib.sha256(rebuilt).hexdigest() == gate.model_sha256()
+    readme = (Path(gate.__file__).parent / "silero" / "README.md").read_text(encoding="utf-8")
+    assert hashlib.sha256(ORIGINAL_MODEL.read_bytes()).hexdigest() in readme
+
+
 # ---------------------------------------------------------------- corpora
 
 
