@@ -147,6 +147,14 @@ def test_silero_vad_matches_one_call_over_the_whole_signal():
     np.testing.assert_allclose(v(x), whole, atol=1e-5)
 
 
+def test_the_quartile_is_numpys_percentile():
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 3, 4, 5, 17, 60, 197):
+        for _ in range(50):
+            v = rng.standard_normal(n) * 20 + 10
+            assert gate._quantile(v, gate.TILT_QUANTILE) == float(np.percentile(v, 100 * gate.TILT_QUANTILE)), n
+
+
 def test_params_are_checked():
     with pytest.raises(ValueError, match="gate_threshold"):
         VadParams(gate_threshold=1.5)
