@@ -111,12 +111,13 @@ class Collector:
         return len(self.rows) * self.hop_s
 
     def feed(self, pending) -> None:
-        from . import features, vad
+        from . import features
 
         for p in pending:
             w = p.window
             analysis = self.proc.frames.analyze(w.samples, w.end - len(w.samples))
-            if vad.decide(analysis, self.model.vad).speech:
+            # the stream's own speech gate (gate.SpeechGate, its neural state following the windows)
+            if self.proc.gate.decide(w, analysis).speech:
                 self.rows.append(features.functionals(analysis))
 
     def state(self) -> dict:

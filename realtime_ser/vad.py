@@ -1,14 +1,15 @@
-"""The one voice-activity decision: does a window hold enough speech to classify?
+"""Speech-gate parameters (``VadParams``, stored in each model card's ``vad`` block) and results (``VadResult``).
 
-Used by the runtime (to stay quiet on silence and noise) and by training (windows that
-fail it are dropped, since RAVDESS clips start and end with about a second of silence).
-Pure: it reads the frame analysis that the features are computed from, so the decision
-costs nothing extra.
+The runtime's and training's one speech gate is ``realtime_ser/gate.py`` (Silero VAD behind an energy
+stage, docs/gate.md); it reads these parameters. ``decide`` / ``is_speech`` below are the earlier
+energy/voicing decision, kept as a reference (the gate tests measure the neural gate against it on clean
+corpus audio, where it is reliable); nothing in the runtime or training calls them.
 
-A window holds speech when it has at least ``min_voiced_s`` of *voiced* frames: frames
+That decision: a window holds speech when it has at least ``min_voiced_s`` of *voiced* frames: frames
 that are active (see ``features``), louder than ``floor_dbfs`` and periodic (normalised
 autocorrelation peak above ``features.VOICING_THRESHOLD``). Silence has no active frames;
-white or pink noise at any level is not periodic; a quiet room is below the floor.
+white or pink noise at any level is not periodic; a quiet room is below the floor. Music and hums
+pass it (tests/test_gate.py), which is why the neural gate replaced it.
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ echo "wheel_smoke: python -m build --wheel" >&2
 "$PYTHON" -m build --wheel --outdir "$work/dist" . >"$work/build.log" 2>&1 || { tail -30 "$work/build.log" >&2; fail "build failed"; }
 wheel=$(ls "$work"/dist/realtime_ser-*.whl)
 "$PYTHON" -m zipfile -l "$wheel" >"$work/contents.txt"  # not piped into grep -q: pipefail would see SIGPIPE
-for member in realtime_ser/models/default.onnx realtime_ser/features/spec.py; do
+for member in realtime_ser/models/default.onnx realtime_ser/features/spec.py realtime_ser/silero/silero_vad_16k_matmul.onnx \
+        realtime_ser/silero/LICENSE realtime_ser/sinks/overlay.html; do
     grep -q "$member" "$work/contents.txt" || fail "the wheel has no $member"
 done
 
@@ -32,10 +33,9 @@ where=$("$work/venv/bin/python" -c 'import realtime_ser, realtime_ser.model as m
 case "$where" in "$work/venv/"*"$work/venv/"*) ;; *) fail "realtime_ser or its model did not come from the wheel: $where";; esac
 "$work/venv/bin/python" - <<'PY'
 import numpy as np, soundfile as sf
+from realtime_ser.bench import formant_voice  # a talker the speech gate passes (it refuses plain tones)
 sr = 16_000
-t = np.arange(4 * sr) / sr
-x = sum(np.sin(2 * np.pi * k * 160 * t) / k for k in range(1, 12)) * (0.5 - 0.5 * np.cos(2 * np.pi * 4 * t))
-sf.write("clip.flac", np.concatenate([np.zeros(sr // 2), 0.3 * x / np.max(np.abs(x))]).astype(np.float32), sr)
+sf.write("clip.flac", np.concatenate([np.zeros(sr // 2), formant_voice(160.0, 4.0)]).astype(np.float32), sr)
 PY
 "$work/venv/bin/realtime-ser" predict clip.flac >predict.jsonl || fail "predict exited $?"
 "$work/venv/bin/realtime-ser" listen --replay clip.flac --pace fast --no-dashboard >listen.jsonl || fail "listen --replay exited $?"
@@ -43,8 +43,8 @@ PY
 import json
 p = [json.loads(l) for l in open("predict.jsonl")]
 e = [json.loads(l) for l in open("listen.jsonl")]
-assert len(p) == 1 and p[0].get("emotion"), p
+assert len(p) == 1 and p[0]["speech_windows"] > 0 and p[0]["probabilities"], p  # the gate passed it, the classifier ran
 assert e[0]["type"] == "start" and e[-1]["type"] == "end" and e[-1]["reason"] == "end_of_input", (e[0], e[-1])
 assert sum(x["type"] == "prediction" for x in e) == 9, [x["type"] for x in e]
-print(f"wheel_smoke: ok: predict -> {p[0]['emotion']}, listen --replay -> {len(e)} lines")
+print(f"wheel_smoke: ok: predict -> {p[0]['emotion']} ({p[0]['speech_windows']} speech windows), listen --replay -> {len(e)} lines")
 PY

@@ -147,6 +147,14 @@ def test_silero_vad_matches_one_call_over_the_whole_signal():
     np.testing.assert_allclose(v(x), whole, atol=1e-5)
 
 
+def test_the_quartile_is_numpys_percentile():
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 3, 4, 5, 17, 60, 197):
+        for _ in range(50):
+            v = rng.standard_normal(n) * 20 + 10
+            assert gate._quantile(v, gate.TILT_QUANTILE) == float(np.percentile(v, 100 * gate.TILT_QUANTILE)), n
+
+
 def test_params_are_checked():
     with pytest.raises(ValueError, match="gate_threshold"):
         VadParams(gate_threshold=1.5)
@@ -163,6 +171,37 @@ def test_the_shipped_model_is_the_documented_one():
     readme = (Path(gate.__file__).parent / "silero" / "README.md").read_text(encoding="utf-8")
     assert gate.model_sha256() in readme
     assert (Path(gate.__file__).parent / "silero" / "LICENSE").read_text(encoding="utf-8").startswith("MIT License")
+
+
+ORIGINAL_MODEL = Path(__file__).parent / "data" / "silero_vad_16k_sequence.onnx"  # Silero's, unchanged
+DERIVED_ATOL = 1e-5
+
+
+def test_the_shipped_model_gives_the_original_silero_probabilities():
+    """The shipped model is Silero's with its convolutions as matrix products: same probabilities, same states."""
+    x = np.concatenate([talker(3.0), sounds.non_speech("chords")[: 3 * SR], sounds.hummed_melody(seed=13)[: 3 * SR]])
+    original, shipped = gate.SileroVAD(model_path=ORIGINAL_MODEL), gate.SileroVAD()
+    for i in range(0, len(x), HOP):  # hop by hop, as the stream runs it
+        np.testing.assert_allclose(shipped(x[i:i + HOP]), original(x[i:i + HOP]), atol=DERIVED_ATOL)
+    np.testing.assert_allclose(shipped._h, original._h, atol=10 * DERIVED_ATOL)
+    np.testing.assert_allclose(shipped._c, original._c, atol=10 * DERIVED_ATOL)
+    assert original.frames_done == len(x) // gate.FRAME
+
+
+def test_the_shipped_model_is_derived_by_the_script():
+    """scripts/derive_gate_model.py rebuilds the shipped file byte for byte from the original."""
+    onnx = pytest.importorskip("onnx", reason="onnx (the train extra) is needed to derive the model")
+    import hashlib
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "derive_gate_model.py"
+    spec = importlib.util.spec_from_file_location("derive_gate_model", path)
+    derive = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(derive)
+    rebuilt = derive.derive(onnx.load(str(ORIGINAL_MODEL))).SerializeToString()
+    assert hashlib.sha256(rebuilt).hexdigest() == gate.model_sha256()
+    readme = (Path(gate.__file__).parent / "silero" / "README.md").read_text(encoding="utf-8")
+    assert hashlib.sha256(ORIGINAL_MODEL.read_bytes()).hexdigest() in readme
 
 
 # ---------------------------------------------------------------- corpora

@@ -2,7 +2,8 @@
 
 Every clip is cut with ``realtime_ser.audio.windowing.windows_of`` (the windows a stream
 of it would give the runtime), analysed once with ``features.analyze``, gated with
-``vad.decide`` and summarised with ``features.functionals``. All windows are kept in the
+the runtime's speech gate (``gate.clip_decisions``: Silero VAD behind the energy stage, docs/gate.md)
+and summarised with ``features.functionals``. All windows are kept in the
 table with their ``speech`` flag: training uses the voiced ones only; the others are
 counted, and serve the utterance-level fallback for a clip without any voiced window.
 

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime_ser import features, vad
+from realtime_ser import features, gate, vad
 from realtime_ser.audio.windowing import windows_of
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ LABELS = ("angry", "happy", "neutral", "sad")
 LABEL_MAP = {"angry": 0, "happy": 1, "neutral": 2, "calm": 2, "sad": 3}
 WINDOW, HOP = 32000, 8000  # the shipped model's 2.0 s window, 0.5 s hop at 16 kHz
 DEFAULT_CACHE = Path("/work/wt/cache-profiles")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: windows gated by the neural speech gate (gate.SpeechGate), not vad.decide
 
 
 # ---------------------------------------------------------------- extraction (once, cached)
@@ -67,11 +67,11 @@ def _clip_task(args: tuple) -> np.ndarray:
     if sr != features.SAMPLE_RATE:
         raise ValueError(f"{path}: {sr} Hz")
     frames = features.FrameCache()
-    p = vad.VadParams()
+    speech_gate = gate.SpeechGate(vad.VadParams())  # the runtime's gate, window after window like a stream
     rows = []
     for w in windows_of(x, WINDOW, HOP):
         a = frames.analyze(w.samples, w.end - len(w.samples))
-        if vad.decide(a, p).speech:
+        if speech_gate.decide(w, a).speech:
             rows.append(features.functionals(a))
     return np.asarray(rows, dtype=np.float32).reshape(len(rows), features.N_FEATURES)
 
@@ -89,7 +89,7 @@ def extract(root: Path, cache: Path, jobs: int = 2) -> dict:
     cache.mkdir(parents=True, exist_ok=True)
     out = {}
     for corpus in CORPORA6:
-        path = cache / f"{corpus}-{features.SPEC_HASH}-v{CACHE_VERSION}.npz"
+        path = cache / f"{corpus}-{features.SPEC_HASH}-{gate.model_sha256()[:12]}-v{CACHE_VERSION}.npz"
         if path.exists():
             with np.load(path, allow_pickle=False) as z:
                 out[corpus] = {k: z[k] for k in z.files}
