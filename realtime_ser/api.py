@@ -26,8 +26,8 @@ Errors are ``realtime_ser.errors.SerError`` subclasses with a one-line message.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -117,7 +117,7 @@ class Tracker:
         if self._pipeline is not None:
             self._pipeline.stop()
 
-    def __enter__(self) -> "Tracker":
+    def __enter__(self) -> Tracker:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -177,7 +177,7 @@ def summarize_file(path: str | Path, model: ModelLike, config: StreamConfig, pro
     if proc.speech_windows:
         mean = total / proc.speech_windows
         out["emotion"] = proc.labels[int(np.argmax(mean))]
-        out["probabilities"] = {lbl: round(float(v), PROB_DECIMALS) for lbl, v in zip(proc.labels, mean)}
+        out["probabilities"] = {lbl: round(float(v), PROB_DECIMALS) for lbl, v in zip(proc.labels, mean, strict=False)}
     else:
         out["emotion"] = SILENCE
         out["probabilities"] = None

@@ -63,7 +63,7 @@ import math  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
-from typing import Sequence  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
 
 # One BLAS / OpenMP thread unless the user set these: read once, when numpy / onnxruntime load
 # (nothing above imports them). The work per window is small matrices; a multi-threaded BLAS on
@@ -79,9 +79,18 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 from . import __version__  # noqa: E402 (after the thread settings on purpose)
 from .errors import ConfigError, ModelError, OutputError, SerError  # noqa: E402
 from .sinks.jsonl import OutputClosed, silence_stdout  # noqa: E402
-from .smoothing import (DEFAULT_ENTER, DEFAULT_EXIT, DEFAULT_FULL_VOICED_S, DEFAULT_MIN_DWELL_S,  # noqa: E402
-                        DEFAULT_ONSET_S, DEFAULT_SILENCE_HOLD_S, DEFAULT_TAU_S, MAX_FULL_VOICED_S, MAX_ONSET_S,
-                        MAX_TAU_S)
+from .smoothing import (  # noqa: E402
+    DEFAULT_ENTER,
+    DEFAULT_EXIT,
+    DEFAULT_FULL_VOICED_S,
+    DEFAULT_MIN_DWELL_S,
+    DEFAULT_ONSET_S,
+    DEFAULT_SILENCE_HOLD_S,
+    DEFAULT_TAU_S,
+    MAX_FULL_VOICED_S,
+    MAX_ONSET_S,
+    MAX_TAU_S,
+)
 
 log = logging.getLogger("realtime_ser")
 
@@ -296,7 +305,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                    help=f"a window with this many seconds of voiced frames counts fully in the average; "
                         f"fewer count proportionally less (default {DEFAULT_FULL_VOICED_S:g})")
     listen.add_argument("--status-every", type=float, default=DEFAULT_STATUS_EVERY_S, metavar="S",
-                        help=f"a status event every S seconds of audio, 0 for none (default {DEFAULT_STATUS_EVERY_S:g})")
+                        help="a status event every S seconds of audio, 0 for none "
+                             f"(default {DEFAULT_STATUS_EVERY_S:g})")
     listen.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of audio")
     listen.add_argument("--device-timeout", type=float, metavar="S",
                         help="a lost input device is waited for and re-opened; give up after S seconds with exit 5 "

@@ -33,7 +33,6 @@ from .normalize import NormalizerParams
 from .vad import VadParams
 
 
-
 def shipped_model_path() -> Path:
     """The shipped ``models/default.onnx``: package data ``realtime_ser.models`` (pyproject.toml maps it to the
     top-level ``models/``), found with importlib.resources in a wheel and in an editable install alike; a bare
@@ -98,12 +97,14 @@ def read_card(card_path: Path) -> dict:
         raise ModelError(f"model card {card_path} not found: every model needs its JSON card beside it "
                          f"(same name, .json); re-export it with `python -m train export`") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelError(f"model card {card_path} is not readable JSON ({e}); restore it or re-export the model") from None
+        raise ModelError(f"model card {card_path} is not readable JSON ({e}); "
+                         "restore it or re-export the model") from None
     if not isinstance(card, dict):
         raise ModelError(f"model card {card_path} must be a JSON object, got {type(card).__name__}")
     missing = [k for k in REQUIRED_CARD_KEYS if k not in card]
     if missing:
-        raise ModelError(f"model card {card_path} lacks {', '.join(missing)}; re-export the model with `python -m train export`")
+        raise ModelError(f"model card {card_path} lacks {', '.join(missing)}; "
+                         "re-export the model with `python -m train export`")
     _check_card_types(card, card_path)
     spec_hash = card["feature_spec"].get("hash")
     if spec_hash != features.SPEC_HASH:
@@ -112,7 +113,8 @@ def read_card(card_path: Path) -> dict:
                          f"the realtime-ser version it was made with")
     if type(card["input_width"]) is not int:
         raise ModelError(f"model card {card_path}: input_width must be an integer, got "
-                         f"{json.dumps(card['input_width'])} ({type(card['input_width']).__name__}); re-export the model")
+                         f"{json.dumps(card['input_width'])} ({type(card['input_width']).__name__}); "
+                         "re-export the model")
     if card["input_width"] != features.N_FEATURES:
         raise ModelError(f"model card {card_path} says input width {card['input_width']} but the features have "
                          f"{features.N_FEATURES}; retrain the model")
@@ -195,7 +197,7 @@ class Model:
         return np.asarray(probs, dtype=np.float32)
 
     @classmethod
-    def load(cls, onnx_path: str | Path | None = None, card_path: str | Path | None = None) -> "Model":
+    def load(cls, onnx_path: str | Path | None = None, card_path: str | Path | None = None) -> Model:
         path = Path(onnx_path) if onnx_path is not None else DEFAULT_MODEL
         if not path.exists():
             raise ModelError(f"model file {path} not found; omit --model to use the shipped model "

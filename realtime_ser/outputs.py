@@ -16,8 +16,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -81,7 +81,7 @@ class OutputsConfig:
         return self.osc is not None or self.vts_url is not None or self.serve is not None
 
     @classmethod
-    def from_args(cls, args) -> "OutputsConfig":
+    def from_args(cls, args) -> OutputsConfig:
         from . import avatar_map
 
         amap = avatar_map.load(getattr(args, "avatar_map", None))

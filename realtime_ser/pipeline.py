@@ -38,8 +38,8 @@ import math
 import queue
 import threading
 import time
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
-from typing import Generator, Iterator
 
 from . import SAMPLE_RATE
 from .audio.sources import END, Block, DeviceLost, FileSource, MicSource, SourceFailure, stall_timeout
@@ -83,8 +83,9 @@ class PipelineConfig:
             raise ConfigError(f"--status-every must be >= 0 seconds (0 = never), got {self.status_every_s}")
         if self.duration_s is not None and not (math.isfinite(self.duration_s) and self.duration_s > 0):
             raise ConfigError(f"--duration must be a positive number of seconds, got {self.duration_s}")
-        if self.device_timeout_s is not None and not (self.device_timeout_s >= 0 and not math.isnan(self.device_timeout_s)):
-            raise ConfigError(f"--device-timeout must be >= 0 seconds (0 = give up at once), got {self.device_timeout_s}")
+        timeout_s = self.device_timeout_s
+        if timeout_s is not None and not (timeout_s >= 0 and not math.isnan(timeout_s)):
+            raise ConfigError(f"--device-timeout must be >= 0 seconds (0 = give up at once), got {timeout_s}")
 
 
 class _Lag:
@@ -210,7 +211,7 @@ class Pipeline:
         if self._inline:
             self.source.close()
 
-    def __enter__(self) -> "Pipeline":
+    def __enter__(self) -> Pipeline:
         self.start()
         return self
 

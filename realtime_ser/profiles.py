@@ -23,6 +23,7 @@ its file (``realtime-ser profiles`` prints the folder).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -208,10 +209,8 @@ def save(profile: Profile) -> Path:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            except OSError:
-                pass
             raise
         try:
             dfd = os.open(path.parent, os.O_RDONLY)

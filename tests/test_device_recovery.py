@@ -43,15 +43,28 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import MID_F0, cli_command, of_type, parse_lines, voice, write_audio
-from test_device_faults import (EXIT_DEVICE, HANG_TIMEOUT_S, NULL_SINK_MODULE, PORTAUDIO_DEVICE, VMIC_SCRIPT,
-                                VMIC_SINK, PrivatePulse, Processes, assert_one_error_line, private_pulse,  # noqa: F401
-                                processes, speech_file, wait_for_predictions)
 
 from realtime_ser.audio.sources import END, Block, FileSource
 from realtime_ser.errors import ConfigError
 from realtime_ser.pipeline import Pipeline, PipelineConfig
 from realtime_ser.stream import StreamProcessor
+
+from helpers import MID_F0, cli_command, of_type, parse_lines, voice, write_audio
+from test_device_faults import (  # noqa: F401 (fixtures)
+    EXIT_DEVICE,
+    HANG_TIMEOUT_S,
+    NULL_SINK_MODULE,
+    PORTAUDIO_DEVICE,
+    VMIC_SCRIPT,
+    VMIC_SINK,
+    PrivatePulse,
+    Processes,
+    assert_one_error_line,
+    private_pulse,
+    processes,
+    speech_file,
+    wait_for_predictions,
+)
 
 SR = 16_000
 HOP_S = 0.5  # the tiny model's hop
@@ -209,7 +222,7 @@ ENDING_WINDOWS_SLACK = 2  # windows of the last batch left unprocessed when SIGI
 TIMEOUT_EXIT_SLACK_S = 1.0
 
 
-def start_listen(processes: Processes, server: PrivatePulse, model: Path, directory: Path,
+def start_listen(processes: Processes, server: PrivatePulse, model: Path, directory: Path,  # noqa: F811 (pytest fixtures imported from test_device_faults)
                  *extra: str) -> tuple[subprocess.Popen, Path, Path]:
     out_path, err_path = directory / "listen.jsonl", directory / "listen.err"
     with open(out_path, "w") as out, open(err_path, "w") as err:
@@ -220,7 +233,7 @@ def start_listen(processes: Processes, server: PrivatePulse, model: Path, direct
     return listen, out_path, err_path
 
 
-def play(processes: Processes, server: PrivatePulse, path: Path) -> subprocess.Popen:
+def play(processes: Processes, server: PrivatePulse, path: Path) -> subprocess.Popen:  # noqa: F811 (pytest fixtures imported from test_device_faults)
     return processes.start(["paplay", f"--device={VMIC_SINK}", str(path)], env=server.env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -264,7 +277,7 @@ def last_prediction_t(events: list[dict]) -> float:
 
 
 @pytest.mark.live
-def test_sigstop_is_not_a_device_loss(private_pulse: PrivatePulse, processes: Processes, speech_file: Path,
+def test_sigstop_is_not_a_device_loss(private_pulse: PrivatePulse, processes: Processes, speech_file: Path,  # noqa: F811 (pytest fixtures imported from test_device_faults)
                                       tiny_model_path: Path, tmp_path: Path, live_measurements: dict) -> None:
     listen, out_path, err_path = start_listen(processes, private_pulse, tiny_model_path, tmp_path)
     play(processes, private_pulse, speech_file)
@@ -327,7 +340,7 @@ OUTAGES = {"source_unloaded": (unload_source, reload_source), "server_ended": (e
 
 @pytest.mark.live
 @pytest.mark.parametrize("outage", sorted(OUTAGES))
-def test_device_lost_and_back(outage: str, private_pulse: PrivatePulse, processes: Processes, speech_file: Path,
+def test_device_lost_and_back(outage: str, private_pulse: PrivatePulse, processes: Processes, speech_file: Path,  # noqa: F811 (pytest fixtures imported from test_device_faults)
                               tiny_model_path: Path, tmp_path: Path, live_measurements: dict) -> None:
     take_away, bring_back = OUTAGES[outage]
     listen, out_path, err_path = start_listen(processes, private_pulse, tiny_model_path, tmp_path)
@@ -386,8 +399,8 @@ def test_device_lost_and_back(outage: str, private_pulse: PrivatePulse, processe
 
 @pytest.mark.live
 @pytest.mark.parametrize("timeout_s", [1.0, 2.0])
-def test_device_timeout_gives_up_with_exit_5(timeout_s: float, private_pulse: PrivatePulse, processes: Processes,
-                                             speech_file: Path, tiny_model_path: Path, tmp_path: Path,
+def test_device_timeout_gives_up_with_exit_5(timeout_s: float, private_pulse: PrivatePulse, processes: Processes,  # noqa: F811 (pytest fixtures imported from test_device_faults)
+                                             speech_file: Path, tiny_model_path: Path, tmp_path: Path,  # noqa: F811 (pytest fixtures imported from test_device_faults)
                                              live_measurements: dict) -> None:
     listen, out_path, err_path = start_listen(processes, private_pulse, tiny_model_path, tmp_path,
                                               "--device-timeout", f"{timeout_s:g}")

@@ -10,12 +10,13 @@ import time
 
 import numpy as np
 import pytest
-from helpers import HIGH_F0, SlowModel, voice
 
 from realtime_ser.audio.sources import CallbackCapture
 from realtime_ser.pipeline import Pipeline, PipelineConfig
 from realtime_ser.smoothing import SmoothingParams
 from realtime_ser.stream import StreamConfig
+
+from helpers import HIGH_F0, SlowModel, voice
 
 SR = 16_000
 BLOCK = 800  # 50 ms, a typical live block

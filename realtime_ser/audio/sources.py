@@ -25,9 +25,9 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -162,7 +162,8 @@ def list_input_devices() -> list[InputDevice]:
         hostapis = sd.query_hostapis()
         default_in = sd.default.device[0]
     except sd.PortAudioError as e:
-        raise AudioDeviceError(f"cannot query audio devices ({e}); check the audio system, or use --replay FILE") from None
+        raise AudioDeviceError(f"cannot query audio devices ({e}); check the audio system, "
+                               "or use --replay FILE") from None
     if default_in is None or default_in < 0:
         try:
             default_in = sd.query_devices(kind="input")["index"]
@@ -572,7 +573,8 @@ class FileSource:
                     size = self.block_frames  # keep every block that reads before the fault
                     continue
                 raise InputAudioError(f"{self.name}: read failed after {done / self.sample_rate:.2f} s of audio "
-                                      f"({str(e).strip() or type(e).__name__}); the file is damaged or truncated") from None
+                                      f"({str(e).strip() or type(e).__name__}); "
+                                      "the file is damaged or truncated") from None
             if len(data) == 0:
                 break
             done += len(data)

@@ -17,6 +17,7 @@ numpy scalars.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import numbers
 import time
@@ -108,10 +109,8 @@ class AsyncOutput(Output):
         if loop is None or self._rung:
             return
         self._rung = True
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop has just closed
             loop.call_soon_threadsafe(self._ring)
-        except RuntimeError:  # the loop has just closed
-            pass
 
     def _ring(self) -> None:
         self._rung = False

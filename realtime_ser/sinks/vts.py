@@ -23,8 +23,8 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import websockets
 from websockets.exceptions import WebSocketException
@@ -100,7 +100,7 @@ class VTubeStudioOutput(AsyncOutput):
         for label in self.labels:
             p = 0.0 if silent else float(plain(probs.get(label, 0.0)) or 0.0)
             self.values[self.params[label]] = clamp(p, 0.0, 1.0)
-        for key, field in zip(AFFECT_KEYS, ("valence", "arousal")):
+        for key, field in zip(AFFECT_KEYS, ("valence", "arousal"), strict=False):
             self.values[self.params[key]] = clamp(float(plain(event.get(field, 0.0)) or 0.0), -1.0, 1.0)
         self._dirty = True
 
