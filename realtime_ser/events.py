@@ -108,7 +108,8 @@ class _Event:
 
     def to_json(self) -> dict:
         out: dict = {"schema": SCHEMA_VERSION, "type": self.type}
-        for name in _field_names(type(self)):
+        kind: type = type(self)
+        for name in _field_names(kind):
             out[name] = getattr(self, name)
         return out
 

@@ -22,8 +22,11 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -68,11 +71,11 @@ and checked at load, so a card whose labels were reordered (or belong to another
 ORT_TELEMETRY_VAR = "ORT_DISABLE_TELEMETRY"  # 1: onnxruntime writes no device id under $HOME and sends nothing
 
 
-def labels_checksum(labels) -> str:
+def labels_checksum(labels: Iterable[str]) -> str:
     return hashlib.sha256(json.dumps(list(labels), ensure_ascii=True).encode("ascii")).hexdigest()
 
 
-def with_label_checksum(onnx_bytes: bytes, labels) -> bytes:
+def with_label_checksum(onnx_bytes: bytes, labels: Iterable[str]) -> bytes:
     """The ONNX model with the label list's checksum in its metadata (used by ``train export``)."""
     import onnx
 
@@ -156,7 +159,7 @@ def _check_card_types(card: dict, card_path: Path) -> None:
         raise fault(f"onnx_sha256 must be a string, got {json.dumps(card['onnx_sha256'])}")
 
 
-def _quiet_onnxruntime(ort) -> None:
+def _quiet_onnxruntime(ort: ModuleType) -> None:
     """No telemetry (a voice tool sends nothing and writes no device id under $HOME), logs at error only."""
     try:
         ort.disable_telemetry_events()
@@ -174,7 +177,7 @@ class Model:
     labels: tuple[str, ...]
     normalizer: NormalizerParams | None
     vad: VadParams
-    _session: object
+    _session: Any  # an onnxruntime.InferenceSession (onnxruntime has no type stubs)
     _input: str
     _prob_output: str
 

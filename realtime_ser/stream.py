@@ -51,7 +51,9 @@ class ModelLike(Protocol):
     labels: tuple[str, ...]
     normalizer: NormalizerParams | None
     vad: vad.VadParams
-    name: str
+
+    @property
+    def name(self) -> str: ...
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray: ...
 
