@@ -227,7 +227,7 @@ class Pipeline:
 
     # ------------------------------------------------------------ consumer (main thread)
 
-    def events(self) -> Iterator[dict]:
+    def events(self) -> Generator[dict, None, None]:
         """Every event as a JSON-ready dict, in order; raises the stream's error after the last one."""
         self.start()
         if self._inline:
