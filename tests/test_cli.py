@@ -89,6 +89,7 @@ def signal_after_first_prediction(wav: Path, pace: str, model: Path, sig: int) -
     p = subprocess.Popen([sys.executable, "-m", "realtime_ser", "listen", "--replay", str(wav), "--pace", pace,
                           "--model", str(model), "--no-dashboard"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout is not None and p.stderr is not None  # piped
     try:
         lines = [p.stdout.readline()]
         while '"prediction"' not in lines[-1]:  # the stream is running

@@ -38,13 +38,16 @@ import os
 import signal
 import stat
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 
-from realtime_ser.audio.sources import END, Block, FileSource
+from realtime_ser.audio.sources import END, Block, CallbackCapture, FileSource, MicSource
 from realtime_ser.errors import ConfigError
 from realtime_ser.pipeline import Pipeline, PipelineConfig
 from realtime_ser.stream import StreamProcessor
@@ -94,7 +97,8 @@ def test_latency_of_the_last_window_when_end_arrives_alone(tiny_model, short_cli
     pipeline = Pipeline(src, tiny_model, PipelineConfig(status_every_s=0))
     pipeline.processor = StreamProcessor(tiny_model, src.sample_rate, pipeline.config.stream, live=True)
     arrival = time.monotonic()
-    batches = iter([[Block(0, data, arrival)], [END]])  # END alone in the last batch, as the feeder thread may put it
+    # END alone in the last batch, as the feeder thread may put it
+    batches: Iterator[list] = iter([[Block(0, data, arrival)], [END]])
     events = list(pipeline._produce(batches))
     predictions = of_type(events, "prediction")
     assert events[-1]["reason"] == "end_of_input"
@@ -107,7 +111,9 @@ def test_realtime_replay_latencies_are_bounded(tiny_model, short_clip: Path) -> 
     from realtime_ser.api import Tracker
 
     for _ in range(REALTIME_REPLAYS):
-        events = list(Tracker(model=tiny_model, status_every_s=0).replay(short_clip, pace="realtime"))
+        replay = Tracker(model=tiny_model, status_every_s=0).replay(short_clip, pace="realtime")
+        assert replay is not None  # no callback: an iterator
+        events = list(replay)
         latencies = [e["latency_ms"] for e in of_type(events, "prediction")]
         assert latencies and max(latencies) < MAX_REPLAY_LATENCY_MS, latencies
 
@@ -268,7 +274,7 @@ def check_times(events: list[dict]) -> None:
     """Prediction windows strictly in order, every event's audio time never going back."""
     ends = [e["t_end"] for e in of_type(events, "prediction")]
     assert ends == sorted(set(ends)), "prediction times are not strictly increasing"
-    times = [e.get("t_end", e.get("t")) for e in events if e["type"] != "start"]
+    times: list = [e.get("t_end", e.get("t")) for e in events if e["type"] != "start"]
     assert times == sorted(times), f"event times go back: {times}"
 
 
@@ -449,9 +455,9 @@ class PausingMic:
 
     def __init__(self, *, catch_up: bool) -> None:
         self.catch_up = catch_up
-        self.capture = None
-        self._thread = None
-        self._stopped = None
+        self.capture: CallbackCapture | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped: threading.Event | None = None
 
     @property
     def counters(self):
@@ -461,34 +467,33 @@ class PausingMic:
         pass
 
     def start(self, q) -> None:
-        import threading
-
-        from realtime_ser.audio.sources import CallbackCapture
-
         self.capture = CallbackCapture(q)
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        capture, stopped = self.capture, self._stopped
+        assert capture is not None and stopped is not None  # start() made them
         block = voice(MID_F0, self.block_frames / SR)[:, None].astype(np.float32)
         t0 = time.monotonic()
         paused = False
-        while not self._stopped.is_set():
-            due = t0 + (self.capture.next_frame + self.block_frames) / SR
+        while not stopped.is_set():
+            due = t0 + (capture.next_frame + self.block_frames) / SR
             if not paused and due - t0 >= PAUSE_AT_S:
                 paused = True
-                self._stopped.wait(PAUSE_S)
+                stopped.wait(PAUSE_S)
                 if not self.catch_up:
                     t0 += PAUSE_S  # the frames of the pause are never delivered
                 continue
-            self._stopped.wait(max(0.0, due - time.monotonic()))
-            self.capture.callback(block, self.block_frames, None, None)
+            stopped.wait(max(0.0, due - time.monotonic()))
+            capture.callback(block, self.block_frames, None, None)
 
     def check(self, since: float | None = None) -> None:
         pass
 
     def stop(self) -> None:
+        assert self._stopped is not None and self._thread is not None  # start() made them
         self._stopped.set()
         self._thread.join()
 
@@ -497,7 +502,8 @@ class PausingMic:
 def test_audio_lost_in_a_stall_is_counted_as_silence(catch_up: bool, tiny_model) -> None:
     cfg = PipelineConfig(status_every_s=STATUS_EVERY_S, duration_s=PAUSED_AUDIO_S)
     began = time.monotonic()
-    events = list(Pipeline(PausingMic(catch_up=catch_up), tiny_model, cfg).events())
+    source = cast(MicSource, PausingMic(catch_up=catch_up))  # a MicSource double (no sound card)
+    events = list(Pipeline(source, tiny_model, cfg).events())
     wall_s = time.monotonic() - began
     end = events[-1]
     assert end["reason"] == "duration", end

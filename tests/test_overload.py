@@ -55,6 +55,7 @@ class SimulatedMic:
 
     def _run(self) -> None:
         """The audio, then silence until stopped (a real microphone keeps delivering)."""
+        assert self.capture is not None  # start() made it
         t0 = time.monotonic()
         i = 0
         silence = np.zeros((BLOCK, 1), np.float32)

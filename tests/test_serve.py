@@ -48,6 +48,7 @@ class Listen:
                                       "--pace", pace, "--model", str(model), "--no-dashboard",
                                       "--serve", "127.0.0.1:0", *extra],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stderr is not None  # piped
         line = self.proc.stderr.readline()
         m = URL_RE.search(line)
         assert m, line

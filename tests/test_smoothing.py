@@ -217,7 +217,7 @@ def grid_windows(pad_s: float) -> list[tuple[float, bool, float, np.ndarray | No
                 p = GRID_EDGE
             else:
                 p = np.full(len(GRID_LABELS), (1 - GRID_CLEAR_P) / (len(GRID_LABELS) - 1))
-                p[GRID_LABELS.index(max(overlap, key=overlap.get))] = GRID_CLEAR_P
+                p[GRID_LABELS.index(max(overlap, key=lambda label: overlap[label]))] = GRID_CLEAR_P
         out.append((end, p is not None, voiced, p))
     return out
 

@@ -146,7 +146,7 @@ def run_listen(model, wav, url, config_dir: Path) -> subprocess.CompletedProcess
     return subprocess.run(listen_cmd(model, wav, url), capture_output=True, text=True, timeout=TIMEOUT_S, env=env)
 
 
-def assert_injects_at_least_every_second(server: FakeVTubeStudio, conn: int) -> list[dict]:
+def assert_injects_at_least_every_second(server: FakeVTubeStudio, conn: int) -> list[tuple[float, dict]]:
     inj = server.injections(conn)
     assert len(inj) >= 2
     gaps = [b - a for (a, _), (b, _) in zip(inj, inj[1:], strict=False)]
