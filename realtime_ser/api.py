@@ -26,8 +26,9 @@ Errors are ``realtime_ser.errors.SerError`` subclasses with a one-line message.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,7 +37,10 @@ from .audio.sources import FileSource, MicSource
 from .events import PROB_DECIMALS, t_round
 from .pipeline import DEFAULT_QUEUE_S, DEFAULT_STATUS_EVERY_S, Pipeline, PipelineConfig
 from .smoothing import SILENCE, SmoothingParams
-from .stream import ModelLike, StreamConfig, StreamProcessor
+from .stream import ModelLike, Pending, StreamConfig, StreamProcessor
+
+if TYPE_CHECKING:  # for annotations only (profiles load lazily)
+    from .profiles import Profile
 
 EventCallback = Callable[[dict], None]
 
@@ -64,7 +68,7 @@ class Tracker:
     def __init__(self, model: ModelLike | str | Path | None = None, smoothing: SmoothingParams | None = None,
                  window_s: float | None = None, hop_s: float | None = None,
                  status_every_s: float = DEFAULT_STATUS_EVERY_S, queue_s: float = DEFAULT_QUEUE_S,
-                 profile=None, device_timeout_s: float | None = None) -> None:
+                 profile: Profile | str | Path | None = None, device_timeout_s: float | None = None) -> None:
         """``device_timeout_s``: a lost input device is waited for and re-opened; give up (an
         ``AudioDeviceError``) after this many seconds; None waits until stopped, 0 gives up at once."""
         self.model = load_model(model)
@@ -88,12 +92,14 @@ class Tracker:
     def labels(self) -> tuple[str, ...]:
         return tuple(self.model.labels)
 
-    def _run(self, source, callback: EventCallback | None, duration_s: float | None):
+    def _run(self, source: MicSource | FileSource, callback: EventCallback | None,
+             duration_s: float | None) -> Iterator[dict] | None:
         cfg = self.config if duration_s is None else dataclasses.replace(self.config, duration_s=duration_s)
         pipeline = Pipeline(source, self.model, cfg)
         self._pipeline = pipeline
         if self.profile is not None:
             pipeline.start()
+            assert pipeline.processor is not None  # start() made it
             self.profile.apply(pipeline.processor)
         events = pipeline.events()
         if callback is None:
@@ -117,7 +123,7 @@ class Tracker:
         if self._pipeline is not None:
             self._pipeline.stop()
 
-    def __enter__(self) -> "Tracker":
+    def __enter__(self) -> Tracker:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -125,7 +131,7 @@ class Tracker:
             self._pipeline.close()
 
 
-def load_profile(profile, model: ModelLike):
+def load_profile(profile: Profile | str | Path | None, model: ModelLike) -> Profile | None:
     """``None``, a ``profiles.Profile`` or a profile name/path -> a profile checked against ``model``."""
     if profile is None:
         return None
@@ -137,7 +143,7 @@ def load_profile(profile, model: ModelLike):
     return profiles.load(str(profile), model)
 
 
-def summarize_file(path: str | Path, model: ModelLike, config: StreamConfig, profile=None,
+def summarize_file(path: str | Path, model: ModelLike, config: StreamConfig, profile: Profile | None = None,
                    normalizer_state: dict | None = None) -> dict:
     """One file, synchronously (no threads): mean probabilities over its speech windows. The normaliser
     starts from ``profile`` (a checked ``profiles.Profile``) or ``normalizer_state`` when given."""
@@ -155,7 +161,7 @@ def summarize_file(path: str | Path, model: ModelLike, config: StreamConfig, pro
         speech_samples = 0
         prev_end = 0
 
-        def run(pending) -> None:
+        def run(pending: Iterable[Pending]) -> None:
             nonlocal total, speech_samples, prev_end
             for p in pending:
                 _, raw = proc.classify(p.window)
@@ -177,7 +183,7 @@ def summarize_file(path: str | Path, model: ModelLike, config: StreamConfig, pro
     if proc.speech_windows:
         mean = total / proc.speech_windows
         out["emotion"] = proc.labels[int(np.argmax(mean))]
-        out["probabilities"] = {lbl: round(float(v), PROB_DECIMALS) for lbl, v in zip(proc.labels, mean)}
+        out["probabilities"] = {lbl: round(float(v), PROB_DECIMALS) for lbl, v in zip(proc.labels, mean, strict=False)}
     else:
         out["emotion"] = SILENCE
         out["probabilities"] = None
@@ -188,7 +194,7 @@ def summarize_file(path: str | Path, model: ModelLike, config: StreamConfig, pro
     return out
 
 
-def speaker_state(paths, model: ModelLike, config: StreamConfig) -> dict | None:
+def speaker_state(paths: Iterable[str | Path], model: ModelLike, config: StreamConfig) -> dict | None:
     """Normaliser state of one speaker from all the voiced windows of ``paths`` (first pass of
     ``predict --same-speaker``); ``None`` if the model has no normaliser or there is no speech."""
     from .calibrate import Collector
@@ -217,7 +223,8 @@ def speaker_state(paths, model: ModelLike, config: StreamConfig) -> dict | None:
 
 
 def predict_file(path: str | Path, model: ModelLike | str | Path | None = None,
-                 window_s: float | None = None, hop_s: float | None = None, profile=None) -> dict:
+                 window_s: float | None = None, hop_s: float | None = None,
+                 profile: Profile | str | Path | None = None) -> dict:
     """``{"file", "emotion", "probabilities", "speech_s", "duration_s", "windows", "speech_windows"}``.
 
     ``probabilities`` is the mean of the model's output over the file's speech windows

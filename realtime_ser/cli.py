@@ -44,7 +44,7 @@ def _record_signal(signum: int, frame: object) -> None:
     _pending_signal.append(signum)
 
 
-def _install_stop_handlers(handler) -> None:
+def _install_stop_handlers(handler: Callable[[int, FrameType | None], None]) -> None:
     if threading.current_thread() is not threading.main_thread():
         return
     for sig in STOP_SIGNALS:
@@ -63,7 +63,8 @@ import math  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
-from typing import Sequence  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from typing import TYPE_CHECKING, Any, TextIO  # noqa: E402
 
 # One BLAS / OpenMP thread unless the user set these: read once, when numpy / onnxruntime load
 # (nothing above imports them). The work per window is small matrices; a multi-threaded BLAS on
@@ -79,9 +80,29 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 from . import __version__  # noqa: E402 (after the thread settings on purpose)
 from .errors import ConfigError, ModelError, OutputError, SerError  # noqa: E402
 from .sinks.jsonl import OutputClosed, silence_stdout  # noqa: E402
-from .smoothing import (DEFAULT_ENTER, DEFAULT_EXIT, DEFAULT_FULL_VOICED_S, DEFAULT_MIN_DWELL_S,  # noqa: E402
-                        DEFAULT_ONSET_S, DEFAULT_SILENCE_HOLD_S, DEFAULT_TAU_S, MAX_FULL_VOICED_S, MAX_ONSET_S,
-                        MAX_TAU_S)
+from .smoothing import (  # noqa: E402
+    DEFAULT_ENTER,
+    DEFAULT_EXIT,
+    DEFAULT_FULL_VOICED_S,
+    DEFAULT_MIN_DWELL_S,
+    DEFAULT_ONSET_S,
+    DEFAULT_SILENCE_HOLD_S,
+    DEFAULT_TAU_S,
+    MAX_FULL_VOICED_S,
+    MAX_ONSET_S,
+    MAX_TAU_S,
+)
+
+if TYPE_CHECKING:  # for annotations only: the command modules load lazily
+    from types import FrameType
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from .pipeline import Pipeline
+    from .profiles import Profile
+    from .sinks.dashboard import Dashboard
+    from .stream import ModelLike, StreamConfig
 
 log = logging.getLogger("realtime_ser")
 
@@ -190,10 +211,10 @@ ANY_NUMBER = NumberRange(low=-MAX_SECONDS, high=MAX_SECONDS, unit="")
 """What a numeric flag not in ``NUMBER_RANGES`` accepts: any finite number of a sane size."""
 
 
-def _checked_number(kind: type, limits: NumberRange):
+def _checked_number(kind: type, limits: NumberRange) -> Callable[[str], float]:
     """An argparse ``type`` for ``kind`` (int or float) that refuses what ``limits`` do not allow."""
 
-    def convert(text: str):
+    def convert(text: str) -> float:
         try:
             value = kind(text)
         except ValueError:
@@ -235,7 +256,7 @@ def _add_profile_args(p: argparse.ArgumentParser, saves: bool) -> None:
         p.add_argument("--no-save-profile", action="store_true", help="keep the --profile as it is (do not save)")
 
 
-def _save_profile(profile, pipeline) -> None:
+def _save_profile(profile: Profile, pipeline: Pipeline) -> None:
     """After ``listen --profile``: the adapted statistics into the profile (atomic write)."""
     from . import profiles
 
@@ -296,7 +317,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                    help=f"a window with this many seconds of voiced frames counts fully in the average; "
                         f"fewer count proportionally less (default {DEFAULT_FULL_VOICED_S:g})")
     listen.add_argument("--status-every", type=float, default=DEFAULT_STATUS_EVERY_S, metavar="S",
-                        help=f"a status event every S seconds of audio, 0 for none (default {DEFAULT_STATUS_EVERY_S:g})")
+                        help="a status event every S seconds of audio, 0 for none "
+                             f"(default {DEFAULT_STATUS_EVERY_S:g})")
     listen.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of audio")
     listen.add_argument("--device-timeout", type=float, metavar="S",
                         help="a lost input device is waited for and re-opened; give up after S seconds with exit 5 "
@@ -343,7 +365,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 # ---------------------------------------------------------------- commands
 
 
-def _stream_config(args: argparse.Namespace, model):
+def _stream_config(args: argparse.Namespace, model: ModelLike) -> StreamConfig:
     from .api import stream_config
     from .smoothing import SmoothingParams
 
@@ -445,7 +467,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return exit_code
 
 
-def _make_dashboard(model, source_name: str):
+def _make_dashboard(model: ModelLike, source_name: str) -> tuple[Dashboard, Live] | tuple[None, None]:
     """The Rich dashboard and its Live display, or (None, None) if it cannot be shown."""
     try:
         from rich.console import Console
@@ -468,9 +490,9 @@ def cmd_listen(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline, PipelineConfig
     from .sinks.jsonl import JsonlSink
 
-    state = {"pipeline": None, "signum": None}
+    state: dict[str, Any] = {"pipeline": None, "signum": None}
 
-    def on_signal(signum, frame) -> None:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         if state["signum"] is not None or _pending_signal:  # a second signal: stop waiting, die by it
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
@@ -497,6 +519,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
                              duration_s=args.duration, device_timeout_s=args.device_timeout)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    source: FileSource | MicSource
     if args.replay is not None:
         source = FileSource(args.replay, pace=args.pace, block_frames=args.block_size)
     else:
@@ -504,6 +527,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     pipeline = Pipeline(source, model, cfg)
     pipeline.start()  # opens the device or file: errors here have produced nothing yet
     if profile is not None:
+        assert pipeline.processor is not None  # start() made it
         profile.apply(pipeline.processor)
     state["pipeline"] = pipeline
     signal.setitimer(signal.ITIMER_REAL, 0)  # an interrupt deferred during an import: handled just below
@@ -515,7 +539,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     show = args.dashboard if args.dashboard is not None else sys.stderr.isatty()
     dashboard, live = _make_dashboard(model, source.name) if show else (None, None)
     terminal = live is not None and _same_terminal(sys.stdout, sys.stderr)
-    lines = _TerminalLines(live.console) if terminal else JsonlSink()  # stdout: the JSON lines
+    lines = _TerminalLines(live.console) if terminal and live is not None else JsonlSink()  # stdout: the JSON lines
     sink = TeeSink(lines, outputs) if outputs else lines
     events = pipeline.events()
     try:
@@ -544,7 +568,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _same_terminal(out, err) -> bool:
+def _same_terminal(out: TextIO, err: TextIO) -> bool:
     """True when stdout and stderr are the same terminal (the JSON lines would run through the dashboard)."""
     try:
         return out.isatty() and err.isatty() and os.path.samestat(os.fstat(out.fileno()), os.fstat(err.fileno()))
@@ -562,7 +586,7 @@ class _TerminalLines:
     printed above the live view through Rich (``Console.print`` inside ``Live``), so lines and dashboard
     never overwrite each other. A pipe or a file on stdout gets every line, as always (``JsonlSink``)."""
 
-    def __init__(self, console) -> None:
+    def __init__(self, console: Console) -> None:
         self.console = console
         self.lines = 0
         self._hinted = False
@@ -590,7 +614,7 @@ class _TerminalLines:
             self.lines += 1
 
 
-def _stop_live(live) -> None:
+def _stop_live(live: Live) -> None:
     """Stop the dashboard; a terminal that went away (SIGHUP) cannot take the last frame."""
     try:
         live.stop()
@@ -711,7 +735,7 @@ REDELIVER_S = 0.01
 """How soon an interrupt deferred during an import is tried again."""
 
 
-def _in_import(frame) -> bool:
+def _in_import(frame: FrameType | None) -> bool:
     """True when ``frame`` runs inside the import machinery (also when C code, numpy's for example,
     imports a module): an exception raised there can be turned into an ImportError."""
     while frame is not None:
@@ -721,11 +745,11 @@ def _in_import(frame) -> bool:
     return False
 
 
-def _redeliver(signum: int, frame) -> None:
+def _redeliver(signum: int, frame: FrameType | None) -> None:
     _deliver_interrupt(frame)
 
 
-def _deliver_interrupt(frame) -> None:
+def _deliver_interrupt(frame: FrameType | None) -> None:
     """Unwind to ``main()`` with the pending stop signal, unless an import is running: then try again
     in ``REDELIVER_S`` (SIGALRM), so an interrupt never breaks a half-imported module."""
     if _in_import(frame):
@@ -735,7 +759,7 @@ def _deliver_interrupt(frame) -> None:
     raise _Interrupted(_pending_signal[0])
 
 
-def _raise_interrupted(signum: int, frame) -> None:
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     """The handler while ``main()`` runs a command: unwind to ``main()``, which exits 128 + signum;
     a second signal kills at once."""
     if _pending_signal:

@@ -26,8 +26,8 @@ for avatar blendshapes) and are 0/0 in silence. Labels not in ``VALENCE_AROUSAL`
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -96,7 +96,7 @@ def rounded(x: float | None, decimals: int) -> float | None:
 def by_label(labels: Sequence[str], p: np.ndarray | None) -> dict[str, float] | None:
     if p is None:
         return None
-    return {lbl: round(v, PROB_DECIMALS) for lbl, v in zip(labels, np.asarray(p).tolist())}
+    return {lbl: round(v, PROB_DECIMALS) for lbl, v in zip(labels, np.asarray(p).tolist(), strict=False)}
 
 
 def t_round(t: float) -> float:
@@ -108,12 +108,13 @@ class _Event:
 
     def to_json(self) -> dict:
         out: dict = {"schema": SCHEMA_VERSION, "type": self.type}
-        for name in _field_names(type(self)):
+        kind: type = type(self)
+        for name in _field_names(kind):
             out[name] = getattr(self, name)
         return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _field_names(cls: type) -> tuple[str, ...]:
     """The dataclass fields of an event class, in order (looked up once per class)."""
     return tuple(f.name for f in fields(cls))

@@ -22,8 +22,11 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +34,6 @@ from . import features
 from .errors import ModelError
 from .normalize import NormalizerParams
 from .vad import VadParams
-
 
 
 def shipped_model_path() -> Path:
@@ -69,11 +71,11 @@ and checked at load, so a card whose labels were reordered (or belong to another
 ORT_TELEMETRY_VAR = "ORT_DISABLE_TELEMETRY"  # 1: onnxruntime writes no device id under $HOME and sends nothing
 
 
-def labels_checksum(labels) -> str:
+def labels_checksum(labels: Iterable[str]) -> str:
     return hashlib.sha256(json.dumps(list(labels), ensure_ascii=True).encode("ascii")).hexdigest()
 
 
-def with_label_checksum(onnx_bytes: bytes, labels) -> bytes:
+def with_label_checksum(onnx_bytes: bytes, labels: Iterable[str]) -> bytes:
     """The ONNX model with the label list's checksum in its metadata (used by ``train export``)."""
     import onnx
 
@@ -98,12 +100,14 @@ def read_card(card_path: Path) -> dict:
         raise ModelError(f"model card {card_path} not found: every model needs its JSON card beside it "
                          f"(same name, .json); re-export it with `python -m train export`") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelError(f"model card {card_path} is not readable JSON ({e}); restore it or re-export the model") from None
+        raise ModelError(f"model card {card_path} is not readable JSON ({e}); "
+                         "restore it or re-export the model") from None
     if not isinstance(card, dict):
         raise ModelError(f"model card {card_path} must be a JSON object, got {type(card).__name__}")
     missing = [k for k in REQUIRED_CARD_KEYS if k not in card]
     if missing:
-        raise ModelError(f"model card {card_path} lacks {', '.join(missing)}; re-export the model with `python -m train export`")
+        raise ModelError(f"model card {card_path} lacks {', '.join(missing)}; "
+                         "re-export the model with `python -m train export`")
     _check_card_types(card, card_path)
     spec_hash = card["feature_spec"].get("hash")
     if spec_hash != features.SPEC_HASH:
@@ -112,7 +116,8 @@ def read_card(card_path: Path) -> dict:
                          f"the realtime-ser version it was made with")
     if type(card["input_width"]) is not int:
         raise ModelError(f"model card {card_path}: input_width must be an integer, got "
-                         f"{json.dumps(card['input_width'])} ({type(card['input_width']).__name__}); re-export the model")
+                         f"{json.dumps(card['input_width'])} ({type(card['input_width']).__name__}); "
+                         "re-export the model")
     if card["input_width"] != features.N_FEATURES:
         raise ModelError(f"model card {card_path} says input width {card['input_width']} but the features have "
                          f"{features.N_FEATURES}; retrain the model")
@@ -154,7 +159,7 @@ def _check_card_types(card: dict, card_path: Path) -> None:
         raise fault(f"onnx_sha256 must be a string, got {json.dumps(card['onnx_sha256'])}")
 
 
-def _quiet_onnxruntime(ort) -> None:
+def _quiet_onnxruntime(ort: ModuleType) -> None:
     """No telemetry (a voice tool sends nothing and writes no device id under $HOME), logs at error only."""
     try:
         ort.disable_telemetry_events()
@@ -172,7 +177,7 @@ class Model:
     labels: tuple[str, ...]
     normalizer: NormalizerParams | None
     vad: VadParams
-    _session: object
+    _session: Any  # an onnxruntime.InferenceSession (onnxruntime has no type stubs)
     _input: str
     _prob_output: str
 
@@ -195,7 +200,7 @@ class Model:
         return np.asarray(probs, dtype=np.float32)
 
     @classmethod
-    def load(cls, onnx_path: str | Path | None = None, card_path: str | Path | None = None) -> "Model":
+    def load(cls, onnx_path: str | Path | None = None, card_path: str | Path | None = None) -> Model:
         path = Path(onnx_path) if onnx_path is not None else DEFAULT_MODEL
         if not path.exists():
             raise ModelError(f"model file {path} not found; omit --model to use the shipped model "

@@ -46,7 +46,7 @@ class NormalizerParams:
         }
 
     @classmethod
-    def from_json(cls, d: dict) -> "NormalizerParams":
+    def from_json(cls, d: dict) -> NormalizerParams:
         return cls(prior_mean=np.asarray(d["prior_mean"], dtype=np.float64),
                    prior_var=np.asarray(d["prior_var"], dtype=np.float64),
                    prior_weight=float(d["prior_weight"]), max_count=float(d["max_count"]))

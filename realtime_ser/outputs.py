@@ -13,14 +13,21 @@ unless ``--serve`` asks, and ``--serve`` on a non-loopback address prints a warn
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Protocol, TextIO
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # for annotations only (the outputs load lazily)
+    from .avatar_map import AvatarMap
+    from .pipeline import OutputThread
+    from .sinks.base import Output
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +79,7 @@ class OutputsConfig:
     osc_preset: str = "vrchat"
     osc_face_blend: bool = False
     vmc_names: str = "vrm0"
-    avatar_map: object = None  # an avatar_map.AvatarMap
+    avatar_map: AvatarMap | None = None
     vts_url: str | None = None
     serve: tuple[str, int] | None = None
 
@@ -81,7 +88,7 @@ class OutputsConfig:
         return self.osc is not None or self.vts_url is not None or self.serve is not None
 
     @classmethod
-    def from_args(cls, args) -> "OutputsConfig":
+    def from_args(cls, args: argparse.Namespace) -> OutputsConfig:
         from . import avatar_map
 
         amap = avatar_map.load(getattr(args, "avatar_map", None))
@@ -111,7 +118,7 @@ class OutputsConfig:
                    serve=serve)
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     """The one block of ``listen`` flags for the outputs."""
     g = p.add_argument_group("avatar outputs (docs/avatars.md)")
     g.add_argument("--osc", nargs="?", const="", metavar="[HOST:]PORT",
@@ -138,7 +145,7 @@ def add_arguments(p) -> None:
 class Outputs:
     """The running outputs. ``publish`` never blocks; ``close`` gives them a moment to finish."""
 
-    def __init__(self, threads: Sequence) -> None:
+    def __init__(self, threads: Sequence[OutputThread]) -> None:
         self.threads = list(threads)
 
     def __bool__(self) -> bool:
@@ -160,11 +167,15 @@ class Outputs:
             t.close()
 
 
+class EventSink(Protocol):
+    def write(self, event: dict) -> None: ...
+
+
 class TeeSink:
     """The stdout sink with the outputs in front: each event is offered to every output (which may add
     the ``outputs`` counters to a status event), then written; the ``end`` event closes the outputs."""
 
-    def __init__(self, inner, outputs: Outputs) -> None:
+    def __init__(self, inner: EventSink, outputs: Outputs) -> None:
         self.inner = inner
         self.outputs = outputs
 
@@ -177,13 +188,13 @@ class TeeSink:
                 self.outputs.close()
 
 
-def outputs_for(args, labels: Sequence[str]) -> Outputs:
+def outputs_for(args: argparse.Namespace, labels: Sequence[str]) -> Outputs:
     """The outputs the command line asks for, started (empty when none): put them in front of the
     stdout sink with ``TeeSink(lines, outputs)``."""
     return build(OutputsConfig.from_args(args), labels)
 
 
-def build(config: OutputsConfig, labels: Sequence[str], stderr=None) -> Outputs:
+def build(config: OutputsConfig, labels: Sequence[str], stderr: TextIO | None = None) -> Outputs:
     """Check the avatar map against the model, make and start every output the config asks for."""
     if not config.any:
         return Outputs([])
@@ -196,7 +207,7 @@ def build(config: OutputsConfig, labels: Sequence[str], stderr=None) -> Outputs:
 
         amap = AvatarMap()
     amap.check(labels)
-    outputs = []
+    outputs: list[Output] = []
     if config.osc is not None:
         from .sinks import osc
 

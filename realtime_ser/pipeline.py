@@ -38,14 +38,18 @@ import math
 import queue
 import threading
 import time
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
-from typing import Generator, Iterator
+from typing import TYPE_CHECKING, Any
 
 from . import SAMPLE_RATE
 from .audio.sources import END, Block, DeviceLost, FileSource, MicSource, SourceFailure, stall_timeout
 from .errors import AudioDeviceError, ConfigError, SerError
 from .events import CALLBACK_MS_DECIMALS, EndEvent, StatusEvent, t_round
 from .stream import ModelLike, Pending, StreamConfig, StreamProcessor
+
+if TYPE_CHECKING:  # for annotations only (the outputs load lazily)
+    from .sinks.base import Output
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +87,9 @@ class PipelineConfig:
             raise ConfigError(f"--status-every must be >= 0 seconds (0 = never), got {self.status_every_s}")
         if self.duration_s is not None and not (math.isfinite(self.duration_s) and self.duration_s > 0):
             raise ConfigError(f"--duration must be a positive number of seconds, got {self.duration_s}")
-        if self.device_timeout_s is not None and not (self.device_timeout_s >= 0 and not math.isnan(self.device_timeout_s)):
-            raise ConfigError(f"--device-timeout must be >= 0 seconds (0 = give up at once), got {self.device_timeout_s}")
+        timeout_s = self.device_timeout_s
+        if timeout_s is not None and not (timeout_s >= 0 and not math.isnan(timeout_s)):
+            raise ConfigError(f"--device-timeout must be >= 0 seconds (0 = give up at once), got {timeout_s}")
 
 
 class _Lag:
@@ -104,8 +109,9 @@ class _Lag:
     def add(self, now: float, lag: float) -> None:
         if now >= self._bucket_end:
             self._previous, self._current, self._bucket_end = self._current, lag, now + LAG_FLOOR_WINDOW_S
-        else:
-            self._current = min(self._current, lag)
+        else:  # a bucket is open: _current was set when it opened
+            current = self._current
+            self._current = lag if current is None else min(current, lag)
 
     @property
     def floor(self) -> float | None:
@@ -172,7 +178,9 @@ class Pipeline:
         src.open()
         try:
             self.processor = StreamProcessor(self.model, src.sample_rate, self.config.stream, live=src.live)
-            capacity = max(MIN_QUEUE_BLOCKS, math.ceil(self.config.queue_s * src.sample_rate / src.block_frames))
+            block_frames = src.block_frames
+            assert block_frames is not None  # open() chose it
+            capacity = max(MIN_QUEUE_BLOCKS, math.ceil(self.config.queue_s * src.sample_rate / block_frames))
             self._queue_capacity = capacity
             if isinstance(src, FileSource) and not src.live:
                 self._inline = True
@@ -207,10 +215,10 @@ class Pipeline:
         for t in self._threads:
             t.join(JOIN_TIMEOUT_S)
         self.source.stop()
-        if self._inline:
+        if self._inline and isinstance(self.source, FileSource):
             self.source.close()
 
-    def __enter__(self) -> "Pipeline":
+    def __enter__(self) -> Pipeline:
         self.start()
         return self
 
@@ -219,7 +227,7 @@ class Pipeline:
 
     # ------------------------------------------------------------ consumer (main thread)
 
-    def events(self) -> Iterator[dict]:
+    def events(self) -> Generator[dict, None, None]:
         """Every event as a JSON-ready dict, in order; raises the stream's error after the last one."""
         self.start()
         if self._inline:
@@ -245,7 +253,7 @@ class Pipeline:
 
     # ------------------------------------------------------------ worker thread
 
-    def _put(self, item) -> None:
+    def _put(self, item: dict | _Done) -> None:
         """Blocking put into the event queue that gives up once the consumer has abandoned it."""
         while not self._abandoned:
             try:
@@ -268,6 +276,7 @@ class Pipeline:
     def _queued_batches(self) -> Iterator[list]:
         """Everything queued at once (stale windows are decided on the newest audio); polls the device."""
         q = self.audio_queue
+        assert q is not None  # start() made it for a threaded stream
         watching_since: float | None = None  # start of the current run of empty polls, none of them late
         while not self._stopping():
             began = time.monotonic()
@@ -331,6 +340,7 @@ class Pipeline:
     def _produce(self, batches: Iterator[list]) -> Iterator[dict]:
         """Yields the start event, every window's events, the end event; keeps the error in ``_error``."""
         proc = self.processor
+        assert proc is not None  # start() made it
         src = self.source
         error: BaseException | None = None
         reason = "stopped"
@@ -352,6 +362,7 @@ class Pipeline:
     def _loop(self, batches: Iterator[list]) -> Generator[dict, None, str]:
         """Yields the events; returns the end reason; raises the source's or the model's error."""
         proc = self.processor
+        assert proc is not None  # start() made it
         src = self.source
         limit = None if self.config.duration_s is None else int(round(self.config.duration_s * SAMPLE_RATE))
         last_arrival: float | None = None  # of the last block, across batches (a batch may hold only END)
@@ -414,6 +425,7 @@ class Pipeline:
         """Report the loss, then re-open the device (by name, with backoff) until it is back, the
         stream is stopped or ``device_timeout_s`` has passed (then raise, exit 5)."""
         src = self.source
+        assert isinstance(src, MicSource)  # only a device is lost
         timeout = self.config.device_timeout_s
         now = time.monotonic()
         if self._outage is None:  # not a re-opened device that failed again: a new loss
@@ -425,6 +437,7 @@ class Pipeline:
             raise lost
         delay = REOPEN_FIRST_DELAY_S
         while not self._stopping():
+            assert self.audio_queue is not None  # a device stream is threaded
             if src.reopen(self.audio_queue):
                 log.info("input device %s re-opened after %.1f s", src.name, time.monotonic() - outage.since)
                 return  # "back" once its first audio arrives (_device_back)
@@ -453,7 +466,9 @@ class Pipeline:
         last window is analysed (the smoothing sees the silence), then the "back" status."""
         src = self.source
         proc = self.processor
+        assert proc is not None  # start() made it
         outage, self._outage = self._outage, None
+        assert outage is not None  # called only during an outage
         self._lag.reset()  # the new stream's frames continue the old ones: its lag starts afresh
         self._stall = None
         missing_s = first.arrival - outage.since - len(first.data) / src.sample_rate
@@ -473,6 +488,7 @@ class Pipeline:
     def _settle_stall(self, block: Block) -> list[Pending]:
         """Once the lag has settled after a stall: the audio lost meanwhile (if any) as silence."""
         watch = self._stall
+        assert watch is not None  # called only while a stall is watched
         lag = self._block_lag(block)
         if block.arrival - watch.checkpoint_at < LAG_SETTLE_S:
             return []
@@ -487,16 +503,21 @@ class Pipeline:
         frames = int(round(lost_s * self.source.sample_rate))
         log.info("%.2f s of audio lost in a stall (counted as silence)", lost_s)
         channels = block.data.shape[1] if block.data.ndim == 2 else 1
-        pending = self.processor.fill_gap(frames, channels, block.arrival)
+        proc = self.processor
+        assert proc is not None  # start() made it
+        pending = proc.fill_gap(frames, channels, block.arrival)
         self._frame_offset += frames
         return pending
 
     def _device_status(self, state: str, gap_s: float) -> StatusEvent:
-        return self.status_event(self.processor.time_s, device_state=state, gap_s=t_round(max(0.0, gap_s)))
+        proc = self.processor
+        assert proc is not None  # start() made it
+        return self.status_event(proc.time_s, device_state=state, gap_s=t_round(max(0.0, gap_s)))
 
     def _run_windows(self, pending: list[Pending]) -> Iterator[dict]:
         proc = self.processor
         src = self.source
+        assert proc is not None and src.block_frames is not None  # start() made them
         stale_after = proc.config.hop_samples + math.ceil(src.block_frames * SAMPLE_RATE / src.sample_rate)
         newest = proc.samples_seen
         for p in pending:
@@ -523,6 +544,7 @@ class Pipeline:
     def status_event(self, t: float, device_state: str = "ok", gap_s: float | None = None) -> StatusEvent:
         """Counters at audio time ``t`` (the end of the window just handled)."""
         proc = self.processor
+        assert proc is not None  # start() made it
         src = self.source
         c = src.counters
         cap = getattr(src, "capture", None)
@@ -554,7 +576,7 @@ class OutputThread:
     or absent receiver never delays the tracker. An output that fails is logged once and then
     ignored (its events are counted as dropped)."""
 
-    def __init__(self, *, output, capacity: int = OUTPUT_QUEUE_SIZE) -> None:
+    def __init__(self, *, output: Output, capacity: int = OUTPUT_QUEUE_SIZE) -> None:
         from .sinks.base import CLOSED
 
         self.output = output
@@ -584,7 +606,7 @@ class OutputThread:
         return {**self.output.stats(), "dropped": self.dropped}
 
     # the Inbox protocol, called from the output's thread
-    def get(self, timeout: float):
+    def get(self, timeout: float) -> Any:
         try:
             return self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
         except queue.Empty:

@@ -23,6 +23,8 @@ its file (``realtime-ser profiles`` prints the folder).
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import math
 import os
@@ -31,8 +33,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, ModelError
+
+if TYPE_CHECKING:  # for annotations only
+    from .stream import ModelLike, StreamProcessor
 
 FORMAT = "realtime-ser-profile"
 VERSION = 1
@@ -73,7 +79,7 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def model_identity(model) -> dict:
+def model_identity(model: ModelLike) -> dict:
     from . import features
 
     card = getattr(model, "card", None) or {}
@@ -100,7 +106,7 @@ class Profile:
                 "source": self.source, "mapping": self.mapping, "normalizer": self.normalizer,
                 "class_bias": self.class_bias}
 
-    def check_model(self, model) -> None:
+    def check_model(self, model: ModelLike) -> None:
         """``ModelError`` unless this profile was made with ``model``'s features and labels."""
         mine, theirs = self.model, model_identity(model)
         what = None
@@ -122,20 +128,26 @@ class Profile:
             raise ModelError(f"profile {self.path}: class_bias has {len(self.class_bias)} values for "
                              f"{len(model.labels)} labels; calibrate again")
 
-    def apply(self, processor) -> None:
+    def apply(self, processor: StreamProcessor) -> None:
         """Start ``processor`` (a ``StreamProcessor``) from this profile's statistics."""
         from .normalize import import_state
 
+        normalizer = processor.normalizer
+        if normalizer is None:
+            raise ModelError(f"profile {self.path}: the model has no normalizer to start from a profile")
         try:
-            import_state(processor.normalizer, self.normalizer)
+            import_state(normalizer, self.normalizer)
         except (KeyError, TypeError, ValueError) as e:
             raise ModelError(f"profile {self.path}: bad normalizer statistics ({e}); calibrate again") from None
 
-    def absorb(self, processor, speech_s: float) -> None:
+    def absorb(self, processor: StreamProcessor, speech_s: float) -> None:
         """Take the processor's updated statistics (after a ``listen`` run)."""
         from .normalize import export_state
 
-        self.normalizer = export_state(processor.normalizer)
+        normalizer = processor.normalizer
+        if normalizer is None:
+            raise ModelError(f"profile {self.path}: the model has no normalizer to adapt a profile")
+        self.normalizer = export_state(normalizer)
         self.speech_s += speech_s
         self.updated = _now()
 
@@ -175,7 +187,7 @@ def parse(path: Path, text: str) -> Profile:
                    created=str(d.get("created", "")), updated=str(d.get("updated", "")))
 
 
-def load(name: str, model=None) -> Profile:
+def load(name: str, model: ModelLike | None = None) -> Profile:
     """Profile NAME (checked against ``model`` if given); ``ModelError`` (exit 4) with the fix otherwise."""
     path = profile_path(name)
     try:
@@ -208,10 +220,8 @@ def save(profile: Profile) -> Path:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            except OSError:
-                pass
             raise
         try:
             dfd = os.open(path.parent, os.O_RDONLY)
@@ -227,7 +237,7 @@ def save(profile: Profile) -> Path:
     return path
 
 
-def new(name: str, model, normalizer: dict, speech_s: float, source: str, mapping: str,
+def new(name: str, model: ModelLike, normalizer: dict, speech_s: float, source: str, mapping: str,
         class_bias: list | None = None) -> Profile:
     return Profile(name=Path(name).stem if is_path(name) else name, path=profile_path(name),
                    model=model_identity(model), normalizer=normalizer, speech_s=speech_s, source=source,
@@ -237,11 +247,11 @@ def new(name: str, model, normalizer: dict, speech_s: float, source: str, mappin
 def list_profiles() -> list[dict]:
     """Every profile in the profiles folder: name, created, speech_s, model (or the error)."""
     d = profiles_dir()
-    out = []
+    out: list[dict] = []
     if not d.is_dir():
         return out
     for path in sorted(d.glob(f"*{SUFFIX}")):
-        row = {"name": path.stem, "path": str(path)}
+        row: dict[str, Any] = {"name": path.stem, "path": str(path)}
         try:
             p = parse(path, path.read_text(encoding="utf-8"))
             row.update(created=p.created, updated=p.updated, speech_s=round(p.speech_s, 1),
@@ -255,13 +265,13 @@ def list_profiles() -> list[dict]:
 # ---------------------------------------------------------------- `realtime-ser profiles`
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = ("List the speaker profiles (name, created, seconds of speech, model). Profiles live in "
                      "the folder printed last; delete one by deleting its NAME.json file.")
     p.add_argument("--json", action="store_true", help="one JSON object per profile instead of a table")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     import sys
 
     rows = list_profiles()

@@ -44,8 +44,9 @@ only the utterance's first syllables, count for less).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # for annotations only
     import numpy as np

@@ -19,12 +19,24 @@ from typing import Protocol
 import numpy as np
 
 from . import SAMPLE_RATE, __version__, features, vad
-from .gate import SpeechGate
 from .audio.convert import Converter
 from .audio.windowing import Window, Windower
 from .errors import ConfigError, ModelError
-from .events import (LATENCY_DECIMALS, LEVEL_DECIMALS, PROB_DECIMALS, VOICED_DECIMALS, WARMUP_DECIMALS, ChangeEvent,
-                     PredictionEvent, StartEvent, by_label, rounded, t_round, valence_arousal)
+from .events import (
+    LATENCY_DECIMALS,
+    LEVEL_DECIMALS,
+    PROB_DECIMALS,
+    VOICED_DECIMALS,
+    WARMUP_DECIMALS,
+    ChangeEvent,
+    PredictionEvent,
+    StartEvent,
+    by_label,
+    rounded,
+    t_round,
+    valence_arousal,
+)
+from .gate import SpeechGate
 from .normalize import NormalizerParams, OnlineNormalizer
 from .smoothing import SILENCE, Smoother, SmoothingParams
 
@@ -39,7 +51,9 @@ class ModelLike(Protocol):
     labels: tuple[str, ...]
     normalizer: NormalizerParams | None
     vad: vad.VadParams
-    name: str
+
+    @property
+    def name(self) -> str: ...
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray: ...
 

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+
 from helpers import HIGH_F0, LOW_F0, MID_F0, cli_command, noise, voice, write_audio
 
 FIXTURE_DIR = Path(__file__).resolve().parent / "fixtures"
@@ -35,8 +36,8 @@ def clip() -> np.ndarray:
 def strip_volatile(line: str) -> str:
     """The line with the volatile keys (and their values) cut out, other bytes untouched."""
     for key in VOLATILE:
-        line = re.sub(r',"%s":[^,}]*' % key, "", line)
-        line = re.sub(r'"%s":[^,}]*,' % key, "", line)
+        line = re.sub(rf',"{key}":[^,}}]*', "", line)
+        line = re.sub(rf'"{key}":[^,}}]*,', "", line)
     return line
 
 

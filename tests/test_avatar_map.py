@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import HIGH_F0, voice, write_audio
 from realtime_ser import avatar_map
 from realtime_ser.avatar_map import EMOTION_INDEX, AvatarMap
 from realtime_ser.errors import ConfigError
+
+from helpers import HIGH_F0, voice, write_audio
 from test_osc import receiver, vmc_bundles  # noqa: F401 (the fixture)
 
 TIMEOUT_S = 120

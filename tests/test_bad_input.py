@@ -10,10 +10,11 @@ import jsonschema
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import LOW_F0, load_schema, voice, write_audio
 
 from realtime_ser.api import Tracker, predict_file
 from realtime_ser.errors import InputAudioError
+
+from helpers import LOW_F0, load_schema, voice, write_audio
 
 SR = 16_000
 CLIP_S = 1.5
@@ -85,7 +86,8 @@ def test_unreadable_permissions(tracker, tmp_path, monkeypatch):
         from realtime_ser.audio import sources
 
         real_access = os.access
-        monkeypatch.setattr(sources.os, "access", lambda path, mode: False if Path(path) == p else real_access(path, mode))
+        monkeypatch.setattr(sources.os, "access",
+                            lambda path, mode: False if Path(path) == p else real_access(path, mode))
     with pytest.raises(InputAudioError, match="permission"):
         list(tracker.replay(p))
 

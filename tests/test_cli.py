@@ -13,6 +13,7 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pytest
+
 from helpers import HIGH_F0, LOW_F0, load_schema, voice, write_audio
 
 SR = 16_000
@@ -64,7 +65,8 @@ def test_help_and_devices_import_no_heavy_modules():
         "        pass\n"
         "assert 'sounddevice' not in sys.modules, 'help loaded PortAudio'\n"
         "cli.main(['devices'])\n"
-        "heavy = sorted(m for m in ('onnxruntime', 'scipy', 'librosa', 'rich', 'sklearn', 'numba') if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('onnxruntime', 'scipy', 'librosa', 'rich', 'sklearn', 'numba')"
+        " if m in sys.modules)\n"
         "print(heavy)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT_S)
     assert r.returncode == 0, r.stderr
@@ -87,6 +89,7 @@ def signal_after_first_prediction(wav: Path, pace: str, model: Path, sig: int) -
     p = subprocess.Popen([sys.executable, "-m", "realtime_ser", "listen", "--replay", str(wav), "--pace", pace,
                           "--model", str(model), "--no-dashboard"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout is not None and p.stderr is not None  # piped
     try:
         lines = [p.stdout.readline()]
         while '"prediction"' not in lines[-1]:  # the stream is running
@@ -185,7 +188,8 @@ def test_predict_mixes_good_and_bad_files(tiny_model_path, speech_wav, tmp_path)
     by_file = {o["file"]: o for o in ok}
     assert by_file[str(low)]["emotion"] == "sad" and by_file[str(low)]["speech_s"] > 1.0
     assert abs(sum(by_file[str(low)]["probabilities"].values()) - 1) < 1e-3
-    assert by_file[str(silent)] == {**by_file[str(silent)], "emotion": "silence", "probabilities": None, "speech_s": 0.0}
+    assert by_file[str(silent)] == {**by_file[str(silent)], "emotion": "silence", "probabilities": None,
+                                    "speech_s": 0.0}
     assert set(by_file[str(speech_wav)]["probabilities"]) == {"neutral", "happy", "sad"}
 
 

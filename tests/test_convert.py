@@ -62,7 +62,8 @@ def test_mono_is_numpys_mean_within_float32_rounding(channels):
     bound = 4 * np.finfo(np.float32).eps * scale + 2 * np.finfo(np.float32).smallest_subnormal
     for got, exp, b in ((to_mono(block), expected, bound), (to_mono(block[::2]), expected[::2], bound[::2])):
         err = np.abs(got.astype(np.float64) - exp)
-        assert got.dtype == np.float32 and np.all(err <= b), f"worst {np.max(err / np.maximum(b, 1e-300)):.2f} x the bound"
+        assert got.dtype == np.float32 and np.all(err <= b), \
+            f"worst {np.max(err / np.maximum(b, 1e-300)):.2f} x the bound"
     assert np.all(to_mono(block)[:50] == 0)
     # one code path against itself: exact (determinism)
     assert np.array_equal(to_mono(block[::2]), to_mono(np.ascontiguousarray(block[::2])))

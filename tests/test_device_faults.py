@@ -30,12 +30,13 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
+
 from helpers import HIGH_F0, LOW_F0, MID_F0, SlowModel, cli_command, of_type, parse_lines, voice, write_audio
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -38,20 +38,36 @@ import os
 import signal
 import stat
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
-from helpers import MID_F0, cli_command, of_type, parse_lines, voice, write_audio
-from test_device_faults import (EXIT_DEVICE, HANG_TIMEOUT_S, NULL_SINK_MODULE, PORTAUDIO_DEVICE, VMIC_SCRIPT,
-                                VMIC_SINK, PrivatePulse, Processes, assert_one_error_line, private_pulse,  # noqa: F401
-                                processes, speech_file, wait_for_predictions)
 
-from realtime_ser.audio.sources import END, Block, FileSource
+from realtime_ser.audio.sources import END, Block, CallbackCapture, FileSource, MicSource
 from realtime_ser.errors import ConfigError
 from realtime_ser.pipeline import Pipeline, PipelineConfig
 from realtime_ser.stream import StreamProcessor
+
+from helpers import MID_F0, cli_command, of_type, parse_lines, voice, write_audio
+from test_device_faults import (  # noqa: F401 (fixtures)
+    EXIT_DEVICE,
+    HANG_TIMEOUT_S,
+    NULL_SINK_MODULE,
+    PORTAUDIO_DEVICE,
+    VMIC_SCRIPT,
+    VMIC_SINK,
+    PrivatePulse,
+    Processes,
+    assert_one_error_line,
+    private_pulse,
+    processes,
+    speech_file,
+    wait_for_predictions,
+)
 
 SR = 16_000
 HOP_S = 0.5  # the tiny model's hop
@@ -81,7 +97,8 @@ def test_latency_of_the_last_window_when_end_arrives_alone(tiny_model, short_cli
     pipeline = Pipeline(src, tiny_model, PipelineConfig(status_every_s=0))
     pipeline.processor = StreamProcessor(tiny_model, src.sample_rate, pipeline.config.stream, live=True)
     arrival = time.monotonic()
-    batches = iter([[Block(0, data, arrival)], [END]])  # END alone in the last batch, as the feeder thread may put it
+    # END alone in the last batch, as the feeder thread may put it
+    batches: Iterator[list] = iter([[Block(0, data, arrival)], [END]])
     events = list(pipeline._produce(batches))
     predictions = of_type(events, "prediction")
     assert events[-1]["reason"] == "end_of_input"
@@ -94,7 +111,9 @@ def test_realtime_replay_latencies_are_bounded(tiny_model, short_clip: Path) -> 
     from realtime_ser.api import Tracker
 
     for _ in range(REALTIME_REPLAYS):
-        events = list(Tracker(model=tiny_model, status_every_s=0).replay(short_clip, pace="realtime"))
+        replay = Tracker(model=tiny_model, status_every_s=0).replay(short_clip, pace="realtime")
+        assert replay is not None  # no callback: an iterator
+        events = list(replay)
         latencies = [e["latency_ms"] for e in of_type(events, "prediction")]
         assert latencies and max(latencies) < MAX_REPLAY_LATENCY_MS, latencies
 
@@ -209,7 +228,7 @@ ENDING_WINDOWS_SLACK = 2  # windows of the last batch left unprocessed when SIGI
 TIMEOUT_EXIT_SLACK_S = 1.0
 
 
-def start_listen(processes: Processes, server: PrivatePulse, model: Path, directory: Path,
+def start_listen(processes: Processes, server: PrivatePulse, model: Path, directory: Path,  # noqa: F811 (pytest fixtures imported from test_device_faults)
                  *extra: str) -> tuple[subprocess.Popen, Path, Path]:
     out_path, err_path = directory / "listen.jsonl", directory / "listen.err"
     with open(out_path, "w") as out, open(err_path, "w") as err:
@@ -220,7 +239,7 @@ def start_listen(processes: Processes, server: PrivatePulse, model: Path, direct
     return listen, out_path, err_path
 
 
-def play(processes: Processes, server: PrivatePulse, path: Path) -> subprocess.Popen:
+def play(processes: Processes, server: PrivatePulse, path: Path) -> subprocess.Popen:  # noqa: F811 (pytest fixtures imported from test_device_faults)
     return processes.start(["paplay", f"--device={VMIC_SINK}", str(path)], env=server.env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -255,7 +274,7 @@ def check_times(events: list[dict]) -> None:
     """Prediction windows strictly in order, every event's audio time never going back."""
     ends = [e["t_end"] for e in of_type(events, "prediction")]
     assert ends == sorted(set(ends)), "prediction times are not strictly increasing"
-    times = [e.get("t_end", e.get("t")) for e in events if e["type"] != "start"]
+    times: list = [e.get("t_end", e.get("t")) for e in events if e["type"] != "start"]
     assert times == sorted(times), f"event times go back: {times}"
 
 
@@ -264,7 +283,7 @@ def last_prediction_t(events: list[dict]) -> float:
 
 
 @pytest.mark.live
-def test_sigstop_is_not_a_device_loss(private_pulse: PrivatePulse, processes: Processes, speech_file: Path,
+def test_sigstop_is_not_a_device_loss(private_pulse: PrivatePulse, processes: Processes, speech_file: Path,  # noqa: F811 (pytest fixtures imported from test_device_faults)
                                       tiny_model_path: Path, tmp_path: Path, live_measurements: dict) -> None:
     listen, out_path, err_path = start_listen(processes, private_pulse, tiny_model_path, tmp_path)
     play(processes, private_pulse, speech_file)
@@ -327,7 +346,7 @@ OUTAGES = {"source_unloaded": (unload_source, reload_source), "server_ended": (e
 
 @pytest.mark.live
 @pytest.mark.parametrize("outage", sorted(OUTAGES))
-def test_device_lost_and_back(outage: str, private_pulse: PrivatePulse, processes: Processes, speech_file: Path,
+def test_device_lost_and_back(outage: str, private_pulse: PrivatePulse, processes: Processes, speech_file: Path,  # noqa: F811 (pytest fixtures imported from test_device_faults)
                               tiny_model_path: Path, tmp_path: Path, live_measurements: dict) -> None:
     take_away, bring_back = OUTAGES[outage]
     listen, out_path, err_path = start_listen(processes, private_pulse, tiny_model_path, tmp_path)
@@ -386,8 +405,8 @@ def test_device_lost_and_back(outage: str, private_pulse: PrivatePulse, processe
 
 @pytest.mark.live
 @pytest.mark.parametrize("timeout_s", [1.0, 2.0])
-def test_device_timeout_gives_up_with_exit_5(timeout_s: float, private_pulse: PrivatePulse, processes: Processes,
-                                             speech_file: Path, tiny_model_path: Path, tmp_path: Path,
+def test_device_timeout_gives_up_with_exit_5(timeout_s: float, private_pulse: PrivatePulse, processes: Processes,  # noqa: F811 (pytest fixtures imported from test_device_faults)
+                                             speech_file: Path, tiny_model_path: Path, tmp_path: Path,  # noqa: F811 (pytest fixtures imported from test_device_faults)
                                              live_measurements: dict) -> None:
     listen, out_path, err_path = start_listen(processes, private_pulse, tiny_model_path, tmp_path,
                                               "--device-timeout", f"{timeout_s:g}")
@@ -436,9 +455,9 @@ class PausingMic:
 
     def __init__(self, *, catch_up: bool) -> None:
         self.catch_up = catch_up
-        self.capture = None
-        self._thread = None
-        self._stopped = None
+        self.capture: CallbackCapture | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped: threading.Event | None = None
 
     @property
     def counters(self):
@@ -448,34 +467,33 @@ class PausingMic:
         pass
 
     def start(self, q) -> None:
-        import threading
-
-        from realtime_ser.audio.sources import CallbackCapture
-
         self.capture = CallbackCapture(q)
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        capture, stopped = self.capture, self._stopped
+        assert capture is not None and stopped is not None  # start() made them
         block = voice(MID_F0, self.block_frames / SR)[:, None].astype(np.float32)
         t0 = time.monotonic()
         paused = False
-        while not self._stopped.is_set():
-            due = t0 + (self.capture.next_frame + self.block_frames) / SR
+        while not stopped.is_set():
+            due = t0 + (capture.next_frame + self.block_frames) / SR
             if not paused and due - t0 >= PAUSE_AT_S:
                 paused = True
-                self._stopped.wait(PAUSE_S)
+                stopped.wait(PAUSE_S)
                 if not self.catch_up:
                     t0 += PAUSE_S  # the frames of the pause are never delivered
                 continue
-            self._stopped.wait(max(0.0, due - time.monotonic()))
-            self.capture.callback(block, self.block_frames, None, None)
+            stopped.wait(max(0.0, due - time.monotonic()))
+            capture.callback(block, self.block_frames, None, None)
 
     def check(self, since: float | None = None) -> None:
         pass
 
     def stop(self) -> None:
+        assert self._stopped is not None and self._thread is not None  # start() made them
         self._stopped.set()
         self._thread.join()
 
@@ -484,7 +502,8 @@ class PausingMic:
 def test_audio_lost_in_a_stall_is_counted_as_silence(catch_up: bool, tiny_model) -> None:
     cfg = PipelineConfig(status_every_s=STATUS_EVERY_S, duration_s=PAUSED_AUDIO_S)
     began = time.monotonic()
-    events = list(Pipeline(PausingMic(catch_up=catch_up), tiny_model, cfg).events())
+    source = cast(MicSource, PausingMic(catch_up=catch_up))  # a MicSource double (no sound card)
+    events = list(Pipeline(source, tiny_model, cfg).events())
     wall_s = time.monotonic() - began
     end = events[-1]
     assert end["reason"] == "duration", end

@@ -7,10 +7,17 @@ import json
 import jsonschema
 import numpy as np
 import pytest
-from helpers import load_schema
 
-from realtime_ser.events import (SCHEMA_VERSION, VALENCE_AROUSAL, EndEvent, PredictionEvent, affect_coordinates,
-                                 valence_arousal)
+from realtime_ser.events import (
+    SCHEMA_VERSION,
+    VALENCE_AROUSAL,
+    EndEvent,
+    PredictionEvent,
+    affect_coordinates,
+    valence_arousal,
+)
+
+from helpers import load_schema
 
 
 def test_valence_arousal_is_the_probability_weighted_table():

@@ -29,7 +29,6 @@ import soundfile as sf
 
 from helpers import cli_command, of_type, parse_lines
 
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_RATE = 16_000
 PCM_FULL_SCALE = 32768.0
@@ -327,7 +326,7 @@ def test_listen_live_matches_replay(virtual_mic, shared_data_dir: Path, tmp_path
     assert [em for _, em in live_changes] == [em for _, em in replay_changes], (
         f"smoothed emotions differ (file at {t0:.3f} s of the live stream)\n"
         f" live:   {live_changes}\n replay: {replay_changes}")
-    for (t_live, emotion), (t_replay, _) in zip(live_changes, replay_changes):
+    for (t_live, emotion), (t_replay, _) in zip(live_changes, replay_changes, strict=False):
         assert abs(t_live - t_replay) <= hop_s + TIME_TOLERANCE_S, (
             f"change to {emotion}: live at {t_live:.3f} s, replay at {t_replay:.3f} s of the file "
             f"(more than one hop apart)")

@@ -39,7 +39,7 @@ def test_macro_f1_kappa_mcc_by_hand():
     # multiclass MCC (Gorodkin): (c*s - sum p_k t_k) / sqrt((s^2 - sum p_k^2)(s^2 - sum t_k^2))
     c, s = 6, 8
     pk, tk = [3, 2, 3], [4, 2, 2]
-    num = c * s - sum(p * t for p, t in zip(pk, tk))
+    num = c * s - sum(p * t for p, t in zip(pk, tk, strict=True))
     den = math.sqrt((s * s - sum(p * p for p in pk)) * (s * s - sum(t * t for t in tk)))
     assert f["mcc"] == pytest.approx(num / den)
 

@@ -179,7 +179,7 @@ def test_cli_card_faults_exit_4_naming_the_card(model_copy: Path, tmp_path: Path
     """A card fault is exit 4 with one line naming the card, never exit 2 about --window."""
     import subprocess
 
-    from helpers import cli_command, write_audio, voice
+    from helpers import cli_command, voice, write_audio
 
     _fault(model_copy, fault)
     wav = write_audio(tmp_path / "v.wav", voice(180.0, 2.5))

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from pythonosc import dispatcher, osc_bundle, osc_message, osc_server
 
-from helpers import HIGH_F0, LOW_F0, voice, write_audio
 from realtime_ser.avatar_map import EMOTION_INDEX, VRM0_BLENDSHAPES, VRM1_BLENDSHAPES, AvatarMap
 from realtime_ser.sinks.osc import VMC_APPLY, VMC_VAL, VMCOutput, VRChatOutput
+
+from helpers import HIGH_F0, LOW_F0, voice, write_audio
 
 TIMEOUT_S = 120
 SETTLE_S = 0.3
@@ -196,7 +197,7 @@ def test_vmc_bundles_ramp_and_decay_to_neutral_in_silence(receiver):
     assert bundles[0]["Angry"] == 0.0 and bundles[0]["Sorrow"] == 0.0
     rise = dt / amap.attack_s + 1e-6
     fall = dt / amap.release_s + 1e-6
-    for a, b in zip(bundles, bundles[1:]):
+    for a, b in zip(bundles, bundles[1:], strict=False):
         for name in b:
             assert -fall <= b[name] - a[name] <= rise, (name, a[name], b[name])  # never snaps
     peak = joy.index(max(joy))
@@ -227,7 +228,7 @@ def test_raw_preset_sends_every_field_of_every_event(receiver, tiny_model_path, 
     events = events_of(r.stdout)
     receiver.wait_quiet(at_least=len(events))
     assert len(receiver.packets) == len(events)
-    for event, (_, is_bundle, msgs) in zip(events, receiver.packets):
+    for event, (_, is_bundle, msgs) in zip(events, receiver.packets, strict=True):
         assert is_bundle
         got = {m.address: m.params for m in msgs}
         assert msgs[0].address == "/realtime_ser/type" and msgs[0].params == [event["type"]]

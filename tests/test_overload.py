@@ -10,12 +10,13 @@ import time
 
 import numpy as np
 import pytest
-from helpers import HIGH_F0, SlowModel, voice
 
 from realtime_ser.audio.sources import CallbackCapture
 from realtime_ser.pipeline import Pipeline, PipelineConfig
 from realtime_ser.smoothing import SmoothingParams
 from realtime_ser.stream import StreamConfig
+
+from helpers import HIGH_F0, SlowModel, voice
 
 SR = 16_000
 BLOCK = 800  # 50 ms, a typical live block
@@ -54,6 +55,7 @@ class SimulatedMic:
 
     def _run(self) -> None:
         """The audio, then silence until stopped (a real microphone keeps delivering)."""
+        assert self.capture is not None  # start() made it
         t0 = time.monotonic()
         i = 0
         silence = np.zeros((BLOCK, 1), np.float32)

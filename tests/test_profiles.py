@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import cli_command, voice, write_audio
 
 from realtime_ser import features, profiles
 from realtime_ser.errors import ConfigError, ModelError
@@ -25,6 +24,8 @@ from realtime_ser.normalize import (
     import_state,
     state_from_stats,
 )
+
+from helpers import cli_command, voice, write_audio
 
 
 @pytest.fixture

@@ -8,13 +8,14 @@ import threading
 import jsonschema
 import numpy as np
 import pytest
-from helpers import HIGH_F0, LOW_F0, SlowModel, comparable, load_schema, noise, voice, write_audio
 
 from realtime_ser.api import Tracker
 from realtime_ser.audio.sources import BLOCK_S, FAST_READ_S, FileSource
 from realtime_ser.errors import InputAudioError
 from realtime_ser.pipeline import Pipeline, PipelineConfig
 from realtime_ser.stream import StreamProcessor
+
+from helpers import HIGH_F0, LOW_F0, SlowModel, comparable, load_schema, noise, voice, write_audio
 
 SR = 16_000
 HOP_S = 0.5
@@ -106,7 +107,7 @@ def test_48k_stereo_and_16k_mono_give_the_same_timeline(tiny_model, tmp_path, cl
 def test_speaker_normaliser_warms_up_on_speech(normalized_model_path, clip_path):
     events = list(Tracker(model=str(normalized_model_path)).replay(clip_path))
     warm = [p["normalizer_warmup"] for p in of_type(events, "prediction")]
-    assert warm[0] == 0.0 and all(b >= a for a, b in zip(warm, warm[1:])) and warm[-1] > 0.5
+    assert warm[0] == 0.0 and all(b >= a for a, b in zip(warm, warm[1:], strict=False)) and warm[-1] > 0.5
 
 
 def test_every_event_validates_against_the_schema(tiny_model, clip_path):

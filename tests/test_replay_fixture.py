@@ -11,6 +11,7 @@ import difflib
 import json
 
 import pytest
+
 from replay_fixture import FIXTURE, META, RECORD_COMMAND, replay_lines, shipped_sha256
 
 

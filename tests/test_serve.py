@@ -22,10 +22,11 @@ import numpy as np
 import pytest
 from websockets.sync.client import connect
 
-from conftest import skip_or_fail
-from helpers import HIGH_F0, LOW_F0, voice, write_audio
 from realtime_ser.pipeline import OutputThread
 from realtime_ser.sinks.serve import ServeOutput
+
+from conftest import skip_or_fail
+from helpers import HIGH_F0, LOW_F0, voice, write_audio
 
 TIMEOUT_S = 120
 URL_RE = re.compile(r"serving (http://\S+/) .*events: (ws://\S+)\)")
@@ -47,6 +48,7 @@ class Listen:
                                       "--pace", pace, "--model", str(model), "--no-dashboard",
                                       "--serve", "127.0.0.1:0", *extra],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stderr is not None  # piped
         line = self.proc.stderr.readline()
         m = URL_RE.search(line)
         assert m, line
@@ -98,9 +100,9 @@ def test_page_and_unknown_paths_and_foreign_origins(tiny_model_path, sad_happy_w
         assert e.value.code == 404
         from websockets.exceptions import InvalidStatus
 
-        with pytest.raises(InvalidStatus):  # another web site open in the user's browser may not read the stream
-            with connect(run.ws_url, origin="http://evil.example"):
-                pass
+        # another web site open in the user's browser may not read the stream
+        with pytest.raises(InvalidStatus), connect(run.ws_url, origin="http://evil.example"):
+            pass
     finally:
         run.finish()
 
@@ -297,7 +299,8 @@ def test_absent_receivers_change_no_event_and_no_latency(tiny_model_path, sad_ha
     The events are the same (latency aside), nothing is skipped or dropped; the latencies and the
     CPU time of both runs are printed (a benchmark's figures, not a timed assertion)."""
     env = {**os.environ, "REALTIME_SER_CONFIG_DIR": str(tmp_path)}
-    base = ["--replay", str(sad_happy_wav), "--pace", "realtime", "--model", str(tiny_model_path), "--status-every", "2"]
+    base = ["--replay", str(sad_happy_wav), "--pace", "realtime", "--model", str(tiny_model_path),
+            "--status-every", "2"]
     alone, _, cpu_alone = _timed_listen(base + ["--no-dashboard"], env)
     osc_port, vts_port = _free_port(socket.SOCK_DGRAM), _free_port(socket.SOCK_STREAM)
     loaded, err, cpu_loaded = _timed_listen(base + ["--dashboard", "--osc", f"127.0.0.1:{osc_port}", "--osc-preset",

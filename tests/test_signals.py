@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from helpers import LOW_F0, cli_command, voice, write_audio
 
 SR = 16_000
@@ -36,6 +37,7 @@ def seconds_to_first_line(model: Path, wav: Path) -> float:
     """How long start-up takes on this machine now (until the start event is out)."""
     t0 = time.monotonic()
     p = listen(model, wav)
+    assert p.stdout is not None and p.stderr is not None  # piped
     try:
         assert p.stdout.readline(), p.stderr.read()
         return time.monotonic() - t0
@@ -73,6 +75,7 @@ def test_interrupt_at_any_moment_of_start_up_exits_130_without_traceback(tiny_mo
 
 def stop_after_first_prediction(model: Path, wav: Path, sig: int) -> tuple[int, list[dict], str]:
     p = listen(model, wav)
+    assert p.stdout is not None and p.stderr is not None  # piped
     try:
         lines = [p.stdout.readline()]
         while '"prediction"' not in lines[-1]:

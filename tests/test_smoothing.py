@@ -217,7 +217,7 @@ def grid_windows(pad_s: float) -> list[tuple[float, bool, float, np.ndarray | No
                 p = GRID_EDGE
             else:
                 p = np.full(len(GRID_LABELS), (1 - GRID_CLEAR_P) / (len(GRID_LABELS) - 1))
-                p[GRID_LABELS.index(max(overlap, key=overlap.get))] = GRID_CLEAR_P
+                p[GRID_LABELS.index(max(overlap, key=lambda label: overlap[label]))] = GRID_CLEAR_P
         out.append((end, p is not None, voiced, p))
     return out
 
@@ -237,12 +237,12 @@ def phase_robust(runs: list[list[tuple[float, str]]], hop_s: float) -> bool:
     if any([e for _, e in run] != [e for _, e in runs[0]] for run in runs):
         return False
     return all(max(times) - min(times) <= hop_s + TIME_TOLERANCE_S
-               for times in zip(*[[t for t, _ in run] for run in runs]))
+               for times in zip(*[[t for t, _ in run] for run in runs], strict=False))
 
 
 def test_changes_do_not_depend_on_the_window_grid_phase():
     runs = [grid_changes(SmoothingParams(), pad) for pad in GRID_PADS]
-    assert phase_robust(runs, HOP), "\n".join(f"pad {p}: {r}" for p, r in zip(GRID_PADS, runs))
+    assert phase_robust(runs, HOP), "\n".join(f"pad {p}: {r}" for p, r in zip(GRID_PADS, runs, strict=True))
     assert [e for _, e in runs[0]] == ["happy", SILENCE, "sad", SILENCE]
     # the old rule (the first speech window decides at once, every window counts fully) fails here:
     # at some phases the first window catches only the edge of the utterance and says "surprised"
@@ -257,9 +257,9 @@ REPLAY_SR = 16_000
 
 def test_replay_changes_do_not_depend_on_the_window_grid_phase(tiny_model, tmp_path):
     """The whole runtime (VAD voiced time -> speech weight -> smoothing) on generated voices."""
-    from helpers import HIGH_F0, LOW_F0, voice, write_audio
-
     from realtime_ser.api import Tracker
+
+    from helpers import HIGH_F0, LOW_F0, voice, write_audio
 
     def silence(seconds: float) -> np.ndarray:
         return np.zeros(int(seconds * REPLAY_SR), np.float32)
@@ -272,7 +272,7 @@ def test_replay_changes_do_not_depend_on_the_window_grid_phase(tiny_model, tmp_p
         events = list(Tracker(model=tiny_model).replay(path, pace="fast"))
         runs.append((pad, events))
     changes = [[(e["t_end"] - pad, e["emotion"]) for e in events if e["type"] == "change"] for pad, events in runs]
-    assert phase_robust(changes, HOP), "\n".join(f"pad {p}: {c}" for p, c in zip(REPLAY_PADS_S, changes))
+    assert phase_robust(changes, HOP), "\n".join(f"pad {p}: {c}" for p, c in zip(REPLAY_PADS_S, changes, strict=False))
     assert [e for _, e in changes[0]] == ["sad", SILENCE, "happy", SILENCE]
     # the first emotion after silence comes when the speech windows, weighted by their voiced time
     # (from the VAD, as the events report it), reach the onset evidence: not on the first speech window

@@ -20,11 +20,12 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
+
+from realtime_ser.api import Tracker
+
 from helpers import HIGH_F0, LOW_F0, cli_command, noise, of_type, parse_lines, voice
 from test_device_faults import private_pulse, processes, speech_file  # noqa: F401 (fixtures)
 from test_device_recovery import play, reload_source, unload_source
-
-from realtime_ser.api import Tracker
 
 SR = 16_000
 HOUR_S = 3600
@@ -113,7 +114,7 @@ def proc_status(pid: int) -> dict[str, int]:
 
 def soak_seconds() -> float:
     value = float(os.environ.get(SOAK_ENV, SOAK_DEFAULT_S))
-    assert SOAK_WARMUP_S * 2 <= value, f"{SOAK_ENV} must be at least {SOAK_WARMUP_S * 2:g} s"
+    assert value >= SOAK_WARMUP_S * 2, f"{SOAK_ENV} must be at least {SOAK_WARMUP_S * 2:g} s"
     if os.environ.get("CI"):
         assert value <= SOAK_CI_MAX_S, f"{SOAK_ENV}={value:g}: CI runs at most {SOAK_CI_MAX_S:g} s"
     return value
@@ -122,7 +123,7 @@ def soak_seconds() -> float:
 @pytest.mark.live
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
-def test_live_soak_with_a_stall_and_a_replug(private_pulse, processes, speech_file, tiny_model_path, tmp_path,
+def test_live_soak_with_a_stall_and_a_replug(private_pulse, processes, speech_file, tiny_model_path, tmp_path,  # noqa: F811 (pytest fixtures imported from test_device_faults)
                                              live_measurements):
     duration = soak_seconds()
     out_path, err_path = tmp_path / "soak.jsonl", tmp_path / "soak.err"
@@ -182,7 +183,8 @@ def test_live_soak_with_a_stall_and_a_replug(private_pulse, processes, speech_fi
     gap_start = next(s["t"] for s in statuses if s["device_state"] == "lost")
     periods = {math.floor(p["t_end"] / SOAK_STATUS_EVERY_S) for p in predictions}
     expected_periods = set(range(math.floor(duration / SOAK_STATUS_EVERY_S)))
-    gap_periods = {math.floor(gap_start / SOAK_STATUS_EVERY_S), math.floor((gap_start + back["gap_s"]) / SOAK_STATUS_EVERY_S)}
+    gap_periods = {math.floor(gap_start / SOAK_STATUS_EVERY_S),
+                   math.floor((gap_start + back["gap_s"]) / SOAK_STATUS_EVERY_S)}
     assert expected_periods - gap_periods <= periods, sorted(expected_periods - periods)
     assert statuses[-1]["input_overflows"] == 0 or statuses[-1]["input_overflows"] == statuses[1]["input_overflows"]
 

@@ -8,10 +8,11 @@ import time
 
 import numpy as np
 import pytest
-from helpers import write_audio
 
 from realtime_ser.audio.sources import END, Block, CallbackCapture, FileSource, InputDevice, MicSource, resolve_device
 from realtime_ser.errors import AudioDeviceError, ConfigError
+
+from helpers import write_audio
 
 DEVICES = [
     InputDevice(0, "HDA Intel PCH: ALC257 Analog (hw:0,0)", "ALSA", 2, 44_100.0, False),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from helpers import LOW_F0, cli_command, voice, write_audio
 
 SR = 16_000

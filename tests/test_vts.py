@@ -146,10 +146,10 @@ def run_listen(model, wav, url, config_dir: Path) -> subprocess.CompletedProcess
     return subprocess.run(listen_cmd(model, wav, url), capture_output=True, text=True, timeout=TIMEOUT_S, env=env)
 
 
-def assert_injects_at_least_every_second(server: FakeVTubeStudio, conn: int) -> list[dict]:
+def assert_injects_at_least_every_second(server: FakeVTubeStudio, conn: int) -> list[tuple[float, dict]]:
     inj = server.injections(conn)
     assert len(inj) >= 2
-    gaps = [b - a for (a, _), (b, _) in zip(inj, inj[1:])]
+    gaps = [b - a for (a, _), (b, _) in zip(inj, inj[1:], strict=False)]
     assert max(gaps) < VTS_TIMEOUT_S, max(gaps)
     for _, r in inj:
         values = {v["id"]: v["value"] for v in r["data"]["parameterValues"]}
@@ -236,9 +236,10 @@ def test_all_outputs_together_with_stdout_and_the_dashboard(vts, tiny_model_path
     receiver gets its share, stdout stays pure JSON lines."""
     import os
 
-    from test_osc import Recorder
-    from test_serve import URL_RE, read_all
     from pythonosc import osc_server
+    from test_serve import URL_RE, read_all
+
+    from test_osc import Recorder
 
     rec = Recorder()
     osc = osc_server.ThreadingOSCUDPServer(("127.0.0.1", 0), rec)

@@ -25,9 +25,10 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -162,7 +163,8 @@ def list_input_devices() -> list[InputDevice]:
         hostapis = sd.query_hostapis()
         default_in = sd.default.device[0]
     except sd.PortAudioError as e:
-        raise AudioDeviceError(f"cannot query audio devices ({e}); check the audio system, or use --replay FILE") from None
+        raise AudioDeviceError(f"cannot query audio devices ({e}); check the audio system, "
+                               "or use --replay FILE") from None
     if default_in is None or default_in < 0:
         try:
             default_in = sd.query_devices(kind="input")["index"]
@@ -217,7 +219,8 @@ def same_device(previous: InputDevice, devices: list[InputDevice]) -> InputDevic
     """The device called ``previous.name`` again (on the same host API when there are several)."""
     named = [d for d in devices if d.name == previous.name]
     same_api = [d for d in named if d.hostapi == previous.hostapi]
-    return (same_api or named or [None])[0]
+    candidates = same_api or named
+    return candidates[0] if candidates else None
 
 
 def stall_timeout(block_frames: int | None, rate: int) -> float:
@@ -250,7 +253,7 @@ class MicSource:
         self.name = "microphone"
         self.capture: CallbackCapture | None = None
         self._device: InputDevice | None = None
-        self._stream = None
+        self._stream: Any = None  # a sounddevice.InputStream (sounddevice has no type stubs)
         self._started_at = 0.0
         self._idle_counters = CaptureCounters()
 
@@ -286,6 +289,7 @@ class MicSource:
     def _start_stream(self, q: queue.Queue, capture: CallbackCapture) -> None:
         sd = _sounddevice()
         self.capture = capture
+        assert self._device is not None, "open() first"
         try:
             self._stream = sd.InputStream(device=self._device.index, samplerate=self.sample_rate,
                                           channels=self.channels, dtype="float32", blocksize=self.block_frames,
@@ -423,7 +427,7 @@ def _open_stdin():
                               f"{'a pipe' if piped else 'there'}; expected {expected}") from None
 
 
-def _open_soundfile(path: Path, shown: str | None = None):
+def _open_soundfile(path: str | Path, shown: str | None = None) -> Any:
     """``path`` opened with libsndfile, or an ``InputAudioError`` that names the true reason.
 
     The file is opened here (``os.open``), so the system's reason is the one reported (no such file,
@@ -444,7 +448,7 @@ def _open_soundfile(path: Path, shown: str | None = None):
             raise InputAudioError(f"{shown}: no such file; give the path of a {FILE_FORMATS_HINT} file") from None
         if e.errno == errno.EISDIR:
             raise InputAudioError(f"{shown} is a directory; give the path of a {FILE_FORMATS_HINT} file") from None
-        reason = _OPEN_HINTS.get(e.errno, f"cannot open ({e.strerror or e})")
+        reason = _OPEN_HINTS.get(e.errno if e.errno is not None else -1, f"cannot open ({e.strerror or e})")
         raise InputAudioError(f"{shown}: {reason}") from None
     try:
         info = os.fstat(fd)
@@ -528,7 +532,7 @@ class FileSource:
         self.name = STDIN_SHOWN if os.fspath(path) == STDIN_NAME else display_path(self.path)
         self.capture: CallbackCapture | None = None
         self.counters = CaptureCounters()
-        self._file = None
+        self._file: Any = None  # a soundfile.SoundFile (soundfile has no type stubs)
 
     def open(self) -> None:
         f = _open_soundfile(STDIN_NAME if self.name == STDIN_SHOWN else self.path, self.name)
@@ -563,16 +567,18 @@ class FileSource:
             self.open()
         f = self._file
         done = 0
-        size = self.read_frames
+        size, block_frames = self.read_frames, self.block_frames
+        assert size is not None and block_frames is not None  # open() chose them
         while True:
             try:
                 data = f.read(size, dtype="float32", always_2d=True)
             except (sf.LibsndfileError, RuntimeError, OSError) as e:
-                if size > self.block_frames and self._rewind(done):
-                    size = self.block_frames  # keep every block that reads before the fault
+                if size > block_frames and self._rewind(done):
+                    size = block_frames  # keep every block that reads before the fault
                     continue
                 raise InputAudioError(f"{self.name}: read failed after {done / self.sample_rate:.2f} s of audio "
-                                      f"({str(e).strip() or type(e).__name__}); the file is damaged or truncated") from None
+                                      f"({str(e).strip() or type(e).__name__}); "
+                                      "the file is damaged or truncated") from None
             if len(data) == 0:
                 break
             done += len(data)

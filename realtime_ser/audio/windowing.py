@@ -12,11 +12,10 @@ window is a function of the sample index at which it ends, nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
-
 
 BUFFER_WINDOWS = 4  # the sample buffer holds this many windows (see Windower)
 

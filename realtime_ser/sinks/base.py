@@ -17,6 +17,7 @@ numpy scalars.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import numbers
 import time
@@ -108,22 +109,25 @@ class AsyncOutput(Output):
         if loop is None or self._rung:
             return
         self._rung = True
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop has just closed
             loop.call_soon_threadsafe(self._ring)
-        except RuntimeError:  # the loop has just closed
-            pass
+
+    def _bell(self) -> asyncio.Event:
+        if self._doorbell is None:
+            raise RuntimeError("the sink's event loop is not running")
+        return self._doorbell
 
     def _ring(self) -> None:
         self._rung = False
-        self._doorbell.set()
+        self._bell().set()
 
     async def doorbell(self, timeout: float | None, *also: asyncio.Future) -> set:
         """Until an event is offered, ``timeout`` passes or one of ``also`` is done; returns the done ones."""
-        bell = asyncio.ensure_future(self._doorbell.wait())
+        bell = asyncio.ensure_future(self._bell().wait())
         done, _ = await asyncio.wait({bell, *also}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if not bell.done():
             bell.cancel()
-        self._doorbell.clear()
+        self._bell().clear()
         return done
 
 

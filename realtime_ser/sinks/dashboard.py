@@ -16,8 +16,9 @@ into the live display, which would swallow the JSON lines that are the product.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.live import Live
@@ -293,7 +294,8 @@ class Dashboard:
         return Panel(content, title="emotion (smoothed)", border_style=style_for(s.emotion or SILENCE))
 
     def _probability_panel(self, s: _State) -> Panel:
-        return Panel(_ProbabilityRows(self.labels, self._letters, s), title="probabilities", border_style="bright_black")
+        return Panel(_ProbabilityRows(self.labels, self._letters, s), title="probabilities",
+                     border_style="bright_black")
 
     def _input_panel(self, s: _State) -> Panel:
         line = Text()
@@ -312,7 +314,8 @@ class Dashboard:
             line.append("    — dBFS")
         else:
             fraction = (s.level_dbfs - LEVEL_FLOOR_DBFS) / -LEVEL_FLOOR_DBFS
-            colour = "red" if s.level_dbfs > LEVEL_CLIP_DBFS else "yellow" if s.level_dbfs > LEVEL_WARN_DBFS else "green"
+            colour = ("red" if s.level_dbfs > LEVEL_CLIP_DBFS
+                      else "yellow" if s.level_dbfs > LEVEL_WARN_DBFS else "green")
             line.append(bar(fraction), style=colour)
             line.append(f" {s.level_dbfs:6.1f} dBFS")
         return Panel(line, title="input", border_style="bright_black")

@@ -41,6 +41,8 @@ def encode(event: dict) -> str:
 
 def _regular_file_fd(stream: TextIO | None) -> int | None:
     """The file descriptor under ``stream`` when it is a regular file (where a torn line can be cut off)."""
+    if stream is None:
+        return None
     try:
         fd = stream.fileno()
         return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
@@ -70,12 +72,12 @@ class JsonlSink:
 
     def _cut_torn_line(self) -> None:
         """After a failed write to a regular file: drop the part of a line that did get written."""
-        start = self._line_start
-        if start is None:
+        start, fd = self._line_start, self._file_fd
+        if start is None or fd is None:
             return
         try:
-            if os.fstat(self._file_fd).st_size > start:
-                os.ftruncate(self._file_fd, start)
+            if os.fstat(fd).st_size > start:
+                os.ftruncate(fd, start)
         except OSError as e:
             log.debug("cutting the torn last line off stdout: %s", e)
 
@@ -111,11 +113,11 @@ def _check_whole_line_written(sink: JsonlSink, stream: TextIO, start: int, size:
     """In a regular file, a flush that wrote only part of a line (the file reached its size or space
     limit) can return without an error, the rest left in the buffer. One byte written straight to
     the file gets the system's reason (the torn line is cut off by the caller either way)."""
-    end = sink._offset()
-    if end is None or end - start >= size:
+    end, fd = sink._offset(), sink._file_fd
+    if end is None or fd is None or end - start >= size:
         return
     try:
-        os.write(sink._file_fd, b"\n")
+        os.write(fd, b"\n")
     except OSError as e:
         raise OSError(e.errno, e.strerror) from None
     raise OSError(errno.EIO, f"short write: {end - start} of {size} bytes")
@@ -124,6 +126,8 @@ def _check_whole_line_written(sink: JsonlSink, stream: TextIO, start: int, size:
 def silence_stdout(stream: TextIO | None) -> None:
     """Point ``stream``'s file descriptor at /dev/null (after its reader closed it or it failed), and
     drop what its buffer still holds, so that no later flush (the interpreter's at exit) fails again."""
+    if stream is None:
+        return
     try:
         fd = stream.fileno()
     except (AttributeError, OSError, ValueError):

@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pythonosc import osc_bundle_builder, osc_message_builder
+from pythonosc.osc_bundle import OscBundle
+from pythonosc.osc_message import OscMessage
 from pythonosc.udp_client import SimpleUDPClient
 
 from ..avatar_map import SILENCE, AvatarMap
@@ -60,18 +63,20 @@ class _UdpOutput(Output):
     def open(self) -> None:
         self._client = SimpleUDPClient(self.host, self.port)
 
-    def _send(self, packet) -> None:
+    def _send(self, packet: OscMessage | OscBundle) -> None:
         if self._client is None:
             self.open()
+        client = self._client
+        assert client is not None  # open() made it
         try:
-            self._client.send(packet)
+            client.send(packet)
             self.sent += 1
         except OSError as e:
             if self.errors == 0:
                 log.info("OSC to %s:%d: %s (counted in status events)", self.host, self.port, e)
             self.errors += 1
 
-    def _message(self, address: str, *args: Any):
+    def _message(self, address: str, *args: Any) -> OscMessage:
         b = osc_message_builder.OscMessageBuilder(address=address)
         for a in args:
             b.add_arg(plain(a))
@@ -139,6 +144,8 @@ class VRChatOutput(_UdpOutput):
             self._flush(self._last_send + self.min_interval_s)
 
     def _flush(self, now: float) -> None:
+        if self._pending is None:
+            return
         for address, value in self._pending.items():
             self._send(self._message(address, value))
         self._last_values, self._pending = self._pending, None

@@ -20,13 +20,14 @@ import logging
 import socket
 from importlib import resources
 
-from websockets.asyncio.server import serve
+from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Response
+from websockets.http11 import Request, Response
+from websockets.typing import Origin
 
 from ..errors import ConfigError
-from .base import CLOSED, AsyncOutput
+from .base import CLOSED, AsyncOutput, Inbox
 from .jsonl import _ENCODER as ENCODER
 
 log = logging.getLogger(__name__)
@@ -71,10 +72,11 @@ class ServeOutput(AsyncOutput):
         self.url = f"http://{base}/"
         self.ws_url = f"ws://{base}{EVENTS_PATH}"
         # browsers send an Origin: only this server's own page may connect (None: non-browser clients)
-        self.origins = [None] + [f"http://{h}:{self.port}" for h in {_url_host(host), "127.0.0.1", "localhost"}]
+        self.origins: list[Origin | None] = [None] + [Origin(f"http://{h}:{self.port}")
+                                                      for h in {_url_host(host), "127.0.0.1", "localhost"}]
         self.client_queue = client_queue
         self.page = overlay_page()
-        self.clients: dict[object, asyncio.Queue] = {}
+        self.clients: dict[ServerConnection, asyncio.Queue] = {}
         self.connected = 0  # clients ever connected
         self.dropped_clients = 0
 
@@ -82,7 +84,7 @@ class ServeOutput(AsyncOutput):
         return {**super().stats(), "clients": len(self.clients), "dropped_clients": self.dropped_clients}
 
     # -------------------------------------------------------------- the server's thread
-    async def main(self, inbox) -> None:
+    async def main(self, inbox: Inbox) -> None:
         async with serve(self._client, sock=self.sock, process_request=self._http, origins=self.origins,
                          compression=None, close_timeout=CLOSE_TIMEOUT_S):
             while True:
@@ -112,7 +114,7 @@ class ServeOutput(AsyncOutput):
             except asyncio.QueueFull:
                 self._drop(ws)
 
-    def _drop(self, ws) -> None:
+    def _drop(self, ws: ServerConnection) -> None:
         """A client that does not keep up: disconnected at once (it cannot even take a close frame)."""
         if self.clients.pop(ws, None) is None:
             return
@@ -120,7 +122,7 @@ class ServeOutput(AsyncOutput):
         log.info("--serve: dropped a client that could not keep up (%s)", getattr(ws, "remote_address", "?"))
         ws.transport.abort()
 
-    async def _client(self, ws) -> None:
+    async def _client(self, ws: ServerConnection) -> None:
         q: asyncio.Queue = asyncio.Queue(maxsize=self.client_queue)
         self.clients[ws] = q
         self.connected += 1
@@ -136,7 +138,7 @@ class ServeOutput(AsyncOutput):
         finally:
             self.clients.pop(ws, None)
 
-    def _http(self, connection, request):
+    def _http(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path == EVENTS_PATH:
             return None  # the WebSocket handshake goes on

@@ -23,14 +23,15 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import websockets
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import WebSocketException
 
 from ..avatar_map import SILENCE, AvatarMap
-from .base import CLOSED, AsyncOutput, clamp, plain
+from .base import CLOSED, AsyncOutput, Inbox, clamp, plain
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +101,11 @@ class VTubeStudioOutput(AsyncOutput):
         for label in self.labels:
             p = 0.0 if silent else float(plain(probs.get(label, 0.0)) or 0.0)
             self.values[self.params[label]] = clamp(p, 0.0, 1.0)
-        for key, field in zip(AFFECT_KEYS, ("valence", "arousal")):
+        for key, field in zip(AFFECT_KEYS, ("valence", "arousal"), strict=False):
             self.values[self.params[key]] = clamp(float(plain(event.get(field, 0.0)) or 0.0), -1.0, 1.0)
         self._dirty = True
 
-    def _drain(self, inbox) -> None:
+    def _drain(self, inbox: Inbox) -> None:
         """Fold every queued event into the values; raises ``_Closing`` at the end of the stream."""
         while True:
             item = inbox.get(0)
@@ -146,7 +147,7 @@ class VTubeStudioOutput(AsyncOutput):
                         self.token_path, e)
 
     # -------------------------------------------------------------- protocol
-    async def _request(self, ws, message_type: str, data: dict, inbox) -> dict:
+    async def _request(self, ws: ClientConnection, message_type: str, data: dict, inbox: Inbox) -> dict:
         """Send one request; its response (``data``), draining the inbox while waiting."""
         self._request_id += 1
         rid = f"ser-{self._request_id}"
@@ -173,7 +174,7 @@ class VTubeStudioOutput(AsyncOutput):
             self.errors += 1
             log.debug("VTube Studio error %s: %s", error.get("errorID"), error.get("message"))
 
-    async def _authenticate(self, ws, inbox) -> None:
+    async def _authenticate(self, ws: ClientConnection, inbox: Inbox) -> None:
         plugin = {"pluginName": PLUGIN_NAME, "pluginDeveloper": PLUGIN_DEVELOPER}
         token = self._load_token()
         if token is not None:
@@ -191,7 +192,7 @@ class VTubeStudioOutput(AsyncOutput):
         if (msg.get("data") or {}).get("authenticated") is not True:
             raise ConnectionError("VTube Studio did not accept its own new token")
 
-    async def _create_parameters(self, ws, inbox) -> None:
+    async def _create_parameters(self, ws: ClientConnection, inbox: Inbox) -> None:
         for key, name in self.params.items():
             lo = -1.0 if key in AFFECT_KEYS else 0.0
             what = f"realtime-ser: {key.lower()}" + ("" if key in AFFECT_KEYS else " (smoothed probability)")
@@ -201,7 +202,7 @@ class VTubeStudioOutput(AsyncOutput):
             if msg.get("messageType") != "ParameterCreationResponse":
                 log.warning("VTube Studio refused the parameter %s: %s", name, (msg.get("data") or {}).get("message"))
 
-    async def _inject(self, ws) -> None:
+    async def _inject(self, ws: ClientConnection) -> None:
         self._request_id += 1
         values = [{"id": name, "value": float(v)} for name, v in self.values.items()]
         await ws.send(json.dumps({**API, "requestID": f"ser-{self._request_id}",
@@ -210,7 +211,7 @@ class VTubeStudioOutput(AsyncOutput):
         self.sent += 1
         self._dirty = False
 
-    async def _session(self, ws, inbox) -> None:
+    async def _session(self, ws: ClientConnection, inbox: Inbox) -> None:
         await self._authenticate(ws, inbox)
         await self._create_parameters(ws, inbox)
         self.connected = True
@@ -233,13 +234,13 @@ class VTubeStudioOutput(AsyncOutput):
         finally:
             reader.cancel()
 
-    async def _read(self, ws) -> None:
+    async def _read(self, ws: ClientConnection) -> None:
         """The replies to the injections (errors counted; a revoked access raises ``Denied``)."""
         async for text in ws:
             self._check(json.loads(text))
 
     # -------------------------------------------------------------- the output's thread
-    async def main(self, inbox) -> None:
+    async def main(self, inbox: Inbox) -> None:
         backoff = BACKOFF_MIN_S
         while not self._closed:
             try:
@@ -270,7 +271,7 @@ class VTubeStudioOutput(AsyncOutput):
                 return
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
-    async def _wait(self, inbox, seconds: float) -> None:
+    async def _wait(self, inbox: Inbox, seconds: float) -> None:
         """The backoff: events meanwhile only update the values."""
         loop = asyncio.get_running_loop()
         end = loop.time() + seconds
@@ -279,6 +280,6 @@ class VTubeStudioOutput(AsyncOutput):
             await self.doorbell(end - loop.time())
         self._drain(inbox)
 
-    def _ignore_rest(self, inbox) -> None:
+    def _ignore_rest(self, inbox: Inbox) -> None:
         while inbox.get(1.0) is not CLOSED:
             pass
