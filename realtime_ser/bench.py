@@ -177,10 +177,10 @@ def _source_audio(file: str | None, seconds: float):
 
     if file is None:
         return speech_like(seconds)
+    import soundfile as sf
+
     from .audio.convert import Converter
     from .errors import InputAudioError
-
-    import soundfile as sf
 
     try:
         data, rate = sf.read(file, dtype="float32", always_2d=True)
@@ -226,9 +226,8 @@ def _p95(xs: list[float]) -> float:
 
 def time_runtime_windows(model, audio) -> dict:
     """Per-window wall time of the runtime's features + inference (``StreamProcessor.classify``)."""
-    from .stream import StreamConfig, StreamProcessor
-
     from . import features
+    from .stream import StreamConfig, StreamProcessor
 
     cfg = StreamConfig(window_s=getattr(model, "window_s", 2.0), hop_s=getattr(model, "hop_s", 0.5))
     total, cpu, speech, windows = [], [], 0, []

@@ -23,8 +23,8 @@ calls ``SpeechGate.decide`` window after window: the same code, the same decisio
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 STFT_PAD = 128  # Silero pads each 576-sample block by reflection, 128 samples a side
 N_FFT = 256

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from helpers import cli_command, of_type, parse_lines, voice, write_audio
 
 

@@ -25,7 +25,7 @@ import hashlib
 import io
 import json
 import zlib
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import soundfile as sf

@@ -36,8 +36,14 @@ from realtime_ser.normalize import NormalizerParams, OnlineNormalizer
 from . import augment
 from .data import PROTOCOL_CORPORA, Clip, DataError, discover_corpora, load_folds, load_manifest
 from .dataset import DEFAULT_CACHE_DIR, Framing, WindowTable, limit_blas_threads, load_windows
-from .evaluate import (CorpusData, normalizer_prior, per_speaker_normalise, simulate_online, speaker_order_seed,
-                       utterance_proba)
+from .evaluate import (
+    CorpusData,
+    normalizer_prior,
+    per_speaker_normalise,
+    simulate_online,
+    speaker_order_seed,
+    utterance_proba,
+)
 from .metrics import classification_figures, unweighted_accuracy
 from .xrecipes import get_xrecipe
 

@@ -87,7 +87,7 @@ class CorpusData:
         return len(self.clip_y)
 
     @classmethod
-    def from_tables(cls, name: str, tables: list[WindowTable], labels: list[str]) -> "CorpusData":
+    def from_tables(cls, name: str, tables: list[WindowTable], labels: list[str]) -> CorpusData:
         prefix = len(tables) > 1
         X, speech, clip_index, spk, y, ids = [], [], [], [], [], []
         offset = 0
