@@ -167,7 +167,7 @@ def _label_study(args: argparse.Namespace, root, rep: dict) -> dict:
                 cm = np.asarray(tv["confusion"])
                 row = cm[tv["labels"].index("calm")] if "calm" in tv["labels"] else None
                 if row is not None:
-                    entry["turev_calm_predicted_as"] = {lab: int(n) for lab, n in zip(tv["labels"], row)}
+                    entry["turev_calm_predicted_as"] = {lab: int(n) for lab, n in zip(tv["labels"], row, strict=True)}
             notes.append(
                 "calm vs neutral: within RAVDESS (speaker-independent) the pair separates (recall within the pair "
                 f"neutral {entry.get('ravdess_within_calm_vs_neutral', {}).get('neutral_recall_within_pair', float('nan')):.2f}, "

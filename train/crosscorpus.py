@@ -35,7 +35,7 @@ from realtime_ser.normalize import NormalizerParams, OnlineNormalizer
 
 from . import augment
 from .data import PROTOCOL_CORPORA, Clip, DataError, discover_corpora, load_folds, load_manifest
-from .dataset import DEFAULT_CACHE_DIR, Framing, WindowTable, limit_blas_threads, load_windows
+from .dataset import DEFAULT_CACHE_DIR, DEFAULT_FRAMING, Framing, WindowTable, limit_blas_threads, load_windows
 from .evaluate import (
     CorpusData,
     normalizer_prior,
@@ -119,7 +119,7 @@ def _mapped(clips: list[Clip], ls: LabelSet) -> list[Clip]:
 
 
 def load_pool(root, corpora: tuple[str, ...], ls: LabelSet, conditions: tuple[str, ...], *, cache_dir, jobs: int,
-              framing: Framing = Framing()) -> Pool:
+              framing: Framing = DEFAULT_FRAMING) -> Pool:
     """Windows of the clips whose emotion maps onto ``ls``, per corpus and condition (cached)."""
     tables: dict[str, list[WindowTable]] = {c: [] for c in conditions}
     kept: list[Clip] = []
@@ -142,7 +142,7 @@ def load_pool(root, corpora: tuple[str, ...], ls: LabelSet, conditions: tuple[st
     # Speakers carry their corpus as a prefix; with a single corpus from_tables leaves it out: add it.
     for d in by_condition.values():
         if len(tables[conditions[0]]) == 1:
-            d.clip_speaker = np.array([f"{c}/{s}" for c, s in zip(corpus_of, d.clip_speaker)])
+            d.clip_speaker = np.array([f"{c}/{s}" for c, s in zip(corpus_of, d.clip_speaker, strict=True)])
     return Pool(labels=labels, by_condition=by_condition, clip_corpus=corpus_of, clips=kept)
 
 
@@ -213,7 +213,7 @@ def normalise_rows(data: CorpusData, rows: np.ndarray, prior: NormalizerParams, 
         ci = data.clip_index[rows]
         starts = np.flatnonzero(np.r_[True, ci[1:] != ci[:-1]])
         ends = np.r_[starts[1:], len(rows)]
-        for a, b in zip(starts, ends):  # windows of one clip are contiguous and in time order
+        for a, b in zip(starts, ends, strict=True):  # windows of one clip are contiguous and in time order
             norm = OnlineNormalizer(prior)
             for i in range(a, b):
                 r = rows[i]
@@ -328,7 +328,7 @@ def run_within(corpus: str, fold: int, test_speakers: list[str], recipe: str, us
                 s.append(unweighted_accuracy(d.clip_y[train_clips[va]], U.argmax(axis=1)))
             scores.append(float(np.mean(s)))
         params = dict(rec.grid[int(np.argmax(scores))]) if len(rec.grid) > 1 else dict(rec.grid[0])
-        inner = [{"params": dict(p), "inner_ua": s} for p, s in zip(rec.grid, scores)]
+        inner = [{"params": dict(p), "inner_ua": s} for p, s in zip(rec.grid, scores, strict=True)]
     model, prior = fit(recipe, params, pool, train_clips, use_aug)
     U, fb = score_clips(model, prior, d, test_clips, SELECT_MODE, pool.labels)
     return {"corpus": corpus, "fold": fold, "params": params, "inner": inner, "clips": test_clips,
@@ -415,7 +415,7 @@ def evaluate_cross(cfg: CrossConfig) -> dict:
             "mode": SELECT_MODE}
     timing["total_s"] = time.perf_counter() - t_start
     counts = {c: {"clips": int(np.sum(pool.clip_corpus == c)),
-                  "speakers": len({s for s, cc in zip(pool.by_condition['clean'].clip_speaker, pool.clip_corpus) if cc == c})}
+                  "speakers": len({s for s, cc in zip(pool.by_condition['clean'].clip_speaker, pool.clip_corpus, strict=True) if cc == c})}
               for c in present}
     return {
         "settings": {"recipe": cfg.recipe, "description": get_xrecipe(cfg.recipe).description,

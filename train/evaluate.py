@@ -222,7 +222,7 @@ def select_params(recipe_name: str, mode: str, data: CorpusData, train_clips: np
              for tr, va in cv.split(train_clips, groups=speakers)]
         scores.append(float(np.mean(s)))
     best = int(np.argmax(scores))
-    return dict(grid[best]), [{"params": dict(p), "inner_ua": s} for p, s in zip(grid, scores)]
+    return dict(grid[best]), [{"params": dict(p), "inner_ua": s} for p, s in zip(grid, scores, strict=True)]
 
 
 # ---------------------------------------------------------------- fold tasks (run in worker processes)

@@ -39,7 +39,7 @@ from realtime_ser.model import Model, with_label_checksum
 from realtime_ser.vad import VadParams
 
 from .data import PROTOCOL_CORPORA, corpus_labels, load_manifest
-from .dataset import DEFAULT_CACHE_DIR, Framing, load_windows
+from .dataset import DEFAULT_CACHE_DIR, DEFAULT_FRAMING, DEFAULT_VAD_PARAMS, Framing, load_windows
 from .evaluate import CorpusData, fit_model, per_speaker_normalise, select_params, simulate_online
 from .recipes import get_recipe
 from .report import git_commit
@@ -123,23 +123,23 @@ def evaluation_for_card(report: dict, recipe: str, mode: str) -> tuple[dict, dic
     key = f"{recipe}/{mode}"
     evaluation, seed = {}, {}
     complete = True
+
+    def pick(fig: dict, protocol: str) -> dict:
+        d = {k: fig[k] for k in CARD_FIGURE_KEYS if k in fig}
+        d.update(protocol=protocol, level="utterance")
+        return d
+
     for corpus, p in report["protocols"].items():
         if key not in p.get("results", {}):
             raise ExportError(f"evaluation report has no {key} results for {corpus}; evaluate that recipe and mode "
                               f"(`python -m train evaluate --recipe {recipe}`) or pick one it has")
         complete = complete and bool(p.get("complete"))
-
-        def pick(fig: dict) -> dict:
-            d = {k: fig[k] for k in CARD_FIGURE_KEYS if k in fig}
-            d.update(protocol=p["protocol"], level="utterance")
-            return d
-
-        evaluation[corpus] = pick(p["results"][key]["utterance"])
+        evaluation[corpus] = pick(p["results"][key]["utterance"], p["protocol"])
         evaluation[corpus]["window_level"] = {k: p["results"][key]["window"][k] for k in ("ua", "accuracy", "macro_f1")}
         evaluation[corpus]["utterance_fold_ua"] = p["results"][key]["utterance_fold_ua"]
         if "seed_baseline" in p:
             sb = p["seed_baseline"]
-            seed[corpus] = pick(sb["utterance"])
+            seed[corpus] = pick(sb["utterance"], p["protocol"])
             seed[corpus].update({k: sb[k] for k in ("random_states", "utterance_ua_by_random_state",
                                                     "utterance_ua_mean", "utterance_ua_std") if k in sb})
     return evaluation, seed, complete
@@ -179,7 +179,7 @@ def render_model_card(card: dict) -> str:
         lines.append(f"| {p} | {pct(e['ua'])} | {pct(e['accuracy'])} | {pct(e['macro_f1'])} | "
                      f"{pct(s.get('ua'))} | {pct(s.get('accuracy'))} | {spread} |")
     lines += [""]
-    for p, e in card["evaluation"].items():
+    for e in card["evaluation"].values():
         lines += [f"{e['protocol']}. Per-class recall: " +
                   ", ".join(f"{k} {pct(v)}" for k, v in e["per_class_recall"].items()) + ".", ""]
     par = card["parity"]
@@ -196,8 +196,8 @@ def render_model_card(card: dict) -> str:
 
 def export(*, data_root: Path, out_dir: Path, recipe: str, mode: str, report: dict, name: str = "default",
            cache_dir: Path | None = DEFAULT_CACHE_DIR, jobs: int = 2, speakers: set[str] | None = None,
-           corpora: tuple[str, ...] = PROTOCOL_CORPORA, framing: Framing = Framing(), vad_params: VadParams = VadParams(),
-           params: dict | None = None) -> dict:
+           corpora: tuple[str, ...] = PROTOCOL_CORPORA, framing: Framing = DEFAULT_FRAMING,
+           vad_params: VadParams = DEFAULT_VAD_PARAMS, params: dict | None = None) -> dict:
     """Fit on all clips, convert, check, write ``<out_dir>/<name>.onnx|.json`` and ``MODEL_CARD.md``."""
     rec = get_recipe(recipe)
     evaluation, seed, complete = evaluation_for_card(report, recipe, mode)
@@ -364,7 +364,7 @@ def cross_evaluation_for_card(rep: dict) -> dict:
 
 def export_cross(*, data_root: Path, out_dir: Path, rep: dict, name: str = "default",
                  cache_dir: Path | None = DEFAULT_CACHE_DIR, jobs: int = 2, extra: dict | None = None,
-                 framing: Framing = Framing(), vad_params: VadParams = VadParams()) -> dict:
+                 framing: Framing = DEFAULT_FRAMING, vad_params: VadParams = DEFAULT_VAD_PARAMS) -> dict:
     """Fit the cross-corpus report's recipe on every trainable corpus, convert, check, write the model + card."""
     from . import crosscorpus as cc
     from .xrecipes import get_xrecipe

@@ -44,6 +44,7 @@ import numpy as np
 
 from realtime_ser import features, gate, vad
 from realtime_ser.audio.windowing import windows_of
+from realtime_ser.normalize import NormalizerParams, OnlineNormalizer, speaker_stats
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,6 @@ def extract(root: Path, cache: Path, jobs: int = 2) -> dict:
 
 
 # ---------------------------------------------------------------- the measurement
-
-from realtime_ser.normalize import NormalizerParams, OnlineNormalizer, speaker_stats
 
 PRIOR_WEIGHT = 10.0  # as train.evaluate (today's normaliser)
 MAX_COUNT = 1000.0
@@ -266,16 +265,18 @@ def _fold(cs: ClipSet, test_corpus: str, fit, profile_min_s: float) -> list:
         idx = test[cs.speaker[test] == spk]
         order = np.random.default_rng(ORDER_SEED + zlib.crc32(str(spk).encode())).permutation(idx)
         neutral = LABELS.index("neutral")
-        prof = _take(order, cs.duration, lambda c: cs.label[c] == neutral, profile_min_s, PROFILE_MAX_S)
+        prof = _take(order, cs.duration, lambda c, neutral=neutral: cs.label[c] == neutral, profile_min_s,
+                     PROFILE_MAX_S)
         if not prof:
             out.append({"speaker": str(spk), "eligible": False, "why": "too little neutral speech"})
             continue
         used = set(prof)
         examples = []
         for k in range(len(LABELS)):
-            ex = _take(order, cs.duration, lambda c: cs.label[c] == k and c not in used, EXAMPLE_MIN_S, EXAMPLE_MAX_S)
+            ex = _take(order, cs.duration, lambda c, k=k, used=used: cs.label[c] == k and c not in used,
+                       EXAMPLE_MIN_S, EXAMPLE_MAX_S)
             if not ex and k == neutral:  # the profile's own neutral clips are labelled, unscored speech
-                ex = _take(order, cs.duration, lambda c: c in set(prof), EXAMPLE_MIN_S, EXAMPLE_MAX_S)
+                ex = _take(order, cs.duration, lambda c, prof=prof: c in set(prof), EXAMPLE_MIN_S, EXAMPLE_MAX_S)
             examples += ex
             used |= set(ex)
         scored, total = [], 0.0
@@ -363,7 +364,7 @@ def evaluate_profiles(cs: ClipSet, fit=default_fit, corpora=CORPORA6, jobs: int 
         grid = [(a, l2) for l2 in BIAS_L2_GRID for a in SHRINK_GRID]
         # the mean gain over the selection speakers, minus its spread: prefer a correction that helps
         # most speakers to one that helps a few a lot (0 shrinkage scores exactly 0: no correction)
-        def score(a, l2):
+        def score(a, l2, sel=sel):
             d = np.array([_ua(r["y"], _pred(r["P"]["raw"], a * r["bias"][l2])) - _ua(r["y"], _pred(r["P"]["raw"]))
                           for r in sel])
             return float(d.mean() - d.std() / np.sqrt(len(d))) if len(d) else 0.0

@@ -92,7 +92,7 @@ def render_markdown(rep: dict) -> str:
                   "| model | norm | utt UA | utt acc | utt macro F1 | utt kappa | utt MCC | fold UA (utt) | "
                   "win UA | win acc | fallback clips | selected params |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for key, r in p["results"].items():
+        for r in p["results"].values():
             u, w = r["utterance"], r["window"]
             params = sorted({json.dumps(v, sort_keys=True) for v in r["selected_params"].values()})
             lines.append(f"| {r['recipe']} | {r['norm']} | **{_pct(u['ua'])}** | {_pct(u['accuracy'])} | "
