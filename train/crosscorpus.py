@@ -414,8 +414,9 @@ def evaluate_cross(cfg: CrossConfig) -> dict:
             "selected_params": {str(r["fold"]): r["params"] for r in rs},
             "mode": SELECT_MODE}
     timing["total_s"] = time.perf_counter() - t_start
+    clean_speakers = pool.by_condition['clean'].clip_speaker
     counts = {c: {"clips": int(np.sum(pool.clip_corpus == c)),
-                  "speakers": len({s for s, cc in zip(pool.by_condition['clean'].clip_speaker, pool.clip_corpus, strict=True) if cc == c})}
+                  "speakers": len({s for s, cc in zip(clean_speakers, pool.clip_corpus, strict=True) if cc == c})}
               for c in present}
     return {
         "settings": {"recipe": cfg.recipe, "description": get_xrecipe(cfg.recipe).description,
@@ -423,7 +424,8 @@ def evaluate_cross(cfg: CrossConfig) -> dict:
                      "labels": labels, "merge": dict(ls.merge), "augment": cfg.augment,
                      "eval_only": [c for c in cfg.eval_only if c in present], "trainable": list(trainable),
                      "modes": list(MODES), "select_mode": SELECT_MODE, "conditions": list(conditions),
-                     "fixed_params": cfg.params, "train_norm": cfg.train_norm, "jobs": cfg.jobs, "cpu_count": os.cpu_count()},
+                     "fixed_params": cfg.params, "train_norm": cfg.train_norm, "jobs": cfg.jobs,
+                     "cpu_count": os.cpu_count()},
         "counts": counts,
         "cross_corpus": cross,
         "selected_params": {r["held_out"]: r["params"] for r in outer},

@@ -386,12 +386,14 @@ def evaluate(cfg: EvalConfig) -> dict:
                     "recipe": recipe, "norm": mode, "description": get_recipe(recipe).description,
                     "utterance": _figures(data.clip_y[clips], U.argmax(axis=1), labels),
                     "window": _figures(wy[voiced], P[voiced].argmax(axis=1), labels),
-                    "utterance_fold_ua": {str(r["fold"]): unweighted_accuracy(data.clip_y[r["clips"]], r["U"].argmax(axis=1))
+                    "utterance_fold_ua": {str(r["fold"]): unweighted_accuracy(data.clip_y[r["clips"]],
+                                                                              r["U"].argmax(axis=1))
                                           for r in rs},
                     "fallback_clips": int(sum(r["fallback"].sum() for r in rs)),
                     "selected_params": {str(r["fold"]): r["params"] for r in rs},
                     "inner_cv": {str(r["fold"]): r["inner"] for r in rs},
-                    "cpu_s": {"select": float(sum(r["select_s"] for r in rs)), "fit": float(sum(r["fit_s"] for r in rs)),
+                    "cpu_s": {"select": float(sum(r["select_s"] for r in rs)),
+                              "fit": float(sum(r["fit_s"] for r in rs)),
                               "predict": float(sum(r["predict_s"] for r in rs))},
                 }
         if cfg.seed_baseline:
@@ -405,7 +407,8 @@ def evaluate(cfg: EvalConfig) -> dict:
                                "MLPClassifier(alpha=0.1, batch_size=30, hidden_layer_sizes=(300,), "
                                "learning_rate='adaptive', max_iter=500), no scaler",
                 "utterance": _figures(data.clip_y[clips], pred, labels),
-                "utterance_fold_ua": {str(r["fold"]): unweighted_accuracy(data.clip_y[r["clips"]], r["preds"][0]) for r in rs},
+                "utterance_fold_ua": {str(r["fold"]): unweighted_accuracy(data.clip_y[r["clips"]], r["preds"][0])
+                                      for r in rs},
                 "random_states": list(SEED_RANDOM_STATES),
                 "utterance_ua_by_random_state": ua_by_state,
                 "utterance_ua_mean": float(np.mean(ua_by_state)),

@@ -435,7 +435,8 @@ def write_reports(results: dict, out_dir: Path) -> Path:
                 md.append(f"| {c} | 0 / {pc['speakers']} | - | | | | | | |")
                 continue
             ss = pc["summary"]
-            md.append(f"| {c} | {pc['eligible_speakers']} / {pc['speakers']} | {pc['shrinkage'][0]:g} (L2 {pc['shrinkage'][1]:g}) | " +
+            md.append(f"| {c} | {pc['eligible_speakers']} / {pc['speakers']} | "
+                      f"{pc['shrinkage'][0]:g} (L2 {pc['shrinkage'][1]:g}) | " +
                       " | ".join(f"{ss[k]['mean_ua']:.3f}" for k in CONDITIONS) + " |")
         md += ["", f"({r['seconds']:.0f} s)", ""]
     (out_dir / "profiles.md").write_text("\n".join(md) + "\n", encoding="utf-8")
@@ -445,7 +446,8 @@ def write_reports(results: dict, out_dir: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.profile_eval", description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=None,
-                   help="data root (default $REALTIME_SER_DATA, else ../shared/data beside the checkout, else /work/shared/data)")
+                   help="data root (default $REALTIME_SER_DATA, else ../shared/data beside the checkout, "
+                        "else /work/shared/data)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "reports")
     p.add_argument("--jobs", type=int, default=2)
