@@ -16,6 +16,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -37,7 +38,7 @@ DEFAULT_TRAIN_NORM = "speaker"
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump
+    def error(self, message: str) -> NoReturn:  # one line, no usage dump
         raise ConfigError(f"{message} (see python -m train --help)")
 
 
@@ -232,7 +233,7 @@ def _cross(args: argparse.Namespace, root) -> dict:
     return rep
 
 
-def _within_native(args: argparse.Namespace, root) -> dict:
+def _within_native(args: argparse.Namespace, root) -> dict | None:
     """RAVDESS 8-class / EmoDB 7-class folds of the logistic-regression recipe, with the seed baseline."""
     from realtime_ser.vad import VadParams
 

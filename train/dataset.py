@@ -195,14 +195,15 @@ def windows_cache_key(framing: Framing, vad_params: vad.VadParams) -> str:
 def seed_cache_key() -> str:
     import librosa
 
-    return _key({"v": CACHE_VERSION, "librosa": librosa.__version__, "sr": SAMPLE_RATE,
+    version = librosa.__version__  # type: ignore[attr-defined]  # librosa's lazy-loader stub does not declare it
+    return _key({"v": CACHE_VERSION, "librosa": version, "sr": SAMPLE_RATE,
                  "n": [SEED_N_MFCC, SEED_N_CHROMA, SEED_N_MELS]})
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
+    np.savez(tmp, allow_pickle=False, **arrays)
     os.replace(tmp, path)
 
 

@@ -112,7 +112,7 @@ def extract(root: Path, cache: Path, jobs: int = 2) -> dict:
                   "emotion": np.array([r["emotion"] for r in rows]),
                   "duration": np.array([float(r["duration_s"]) for r in rows])}
         tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, **arrays)
+        np.savez(tmp, allow_pickle=False, **arrays)
         os.replace(tmp, path)
         log.warning("%s: %d clips in %.0f s", corpus, len(rows), time.perf_counter() - t0)
         out[corpus] = arrays
@@ -194,6 +194,7 @@ def run_online(model, norm: OnlineNormalizer | None, clips: list, fixed: tuple |
         if fixed is not None:
             Z = ((X - fixed[0]) / np.sqrt(fixed[1])).astype(np.float32)
         else:
+            assert norm is not None, "no fixed statistics: the online normaliser is needed"
             Z = np.empty(X.shape, dtype=np.float32)
             for j, x in enumerate(X):
                 norm.update(x)
@@ -221,7 +222,8 @@ def _ua(y: np.ndarray, pred: np.ndarray) -> float:
 
 
 def _take(order, dur, ok, lo, hi) -> list:
-    got, total = [], 0.0
+    got: list = []
+    total = 0.0
     for c in order:
         if not ok(c):
             continue

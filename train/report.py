@@ -37,14 +37,14 @@ def plot_confusion(cm: list[list[int]], labels: list[str], title: str, path: Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cm = np.asarray(cm, dtype=float)
-    rows = cm.sum(axis=1, keepdims=True)
-    share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    counts = np.asarray(cm, dtype=float)
+    rows = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
     fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(labels), 0.8 + 0.65 * len(labels)))
     ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     for i in range(len(labels)):
         for j in range(len(labels)):
-            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=8,
+            ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=8,
                     color="white" if share[i, j] > 0.5 else "black")
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels)
