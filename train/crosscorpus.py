@@ -24,9 +24,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import GroupKFold
@@ -80,7 +82,7 @@ DEFAULT_LABEL_SET = "4"
 
 @dataclass(frozen=True)
 class CrossConfig:
-    data_root: object
+    data_root: Path
     recipe: str = "logreg"
     label_set: str = DEFAULT_LABEL_SET
     augment: bool = False
@@ -89,7 +91,7 @@ class CrossConfig:
     robustness: bool = True
     within: bool = True
     jobs: int = 2
-    cache_dir: object = DEFAULT_CACHE_DIR
+    cache_dir: Path | None = DEFAULT_CACHE_DIR
     framing: Framing = Framing()
     params: dict | None = None  # fixed hyper-parameters: skip the inner selection (quick experiments)
     train_norm: str = "speaker"  # see training_rows
@@ -262,7 +264,7 @@ def select(recipe: str, pool: Pool, clips: np.ndarray, use_aug: bool) -> tuple[d
     if len(rec.grid) == 1 or len(corpora) < 2:
         return dict(rec.grid[0]), []
     d = pool.by_condition["clean"]
-    scores = []
+    scores: list[dict[str, Any]] = []
     for params in rec.grid:
         per = {}
         for inner in corpora:
@@ -283,7 +285,7 @@ def run_outer(held_out: str, recipe: str, use_aug: bool, trainable: tuple[str, .
     is_train = np.isin(pool.clip_corpus, [c for c in trainable if c != held_out])
     train_clips = np.flatnonzero(is_train)
     test_clips = np.flatnonzero(pool.clip_corpus == held_out)
-    inner = []
+    inner: list = []
     if params is None:
         params, inner = select(recipe, pool, train_clips, use_aug)
     t1 = time.perf_counter()
@@ -291,7 +293,7 @@ def run_outer(held_out: str, recipe: str, use_aug: bool, trainable: tuple[str, .
     t2 = time.perf_counter()
     d = pool.by_condition["clean"]
     y = d.clip_y[test_clips]
-    out = {"held_out": held_out, "params": params, "inner": inner, "modes": {}, "conditions": {},
+    out: dict[str, Any] = {"held_out": held_out, "params": params, "inner": inner, "modes": {}, "conditions": {},
            "clips": test_clips, "y": y}
     for mode in MODES:
         U, fb = score_clips(model, prior, d, test_clips, mode, pool.labels)
@@ -314,7 +316,7 @@ def run_within(corpus: str, fold: int, test_speakers: list[str], recipe: str, us
     is_test = in_corpus & np.isin(d.clip_speaker, list(test_set))
     train_clips = np.flatnonzero(in_corpus & ~is_test)
     test_clips = np.flatnonzero(is_test)
-    inner = []
+    inner: list = []
     if params is None:
         rec = get_xrecipe(recipe)
         spk = d.clip_speaker[train_clips]
@@ -360,7 +362,8 @@ def evaluate_cross(cfg: CrossConfig) -> dict:
                      framing=cfg.framing)
     timing = {"features_s": time.perf_counter() - t0}
     present = [c for c in corpora if np.any(pool.clip_corpus == c)]
-    tasks = [(run_outer, (h, cfg.recipe, cfg.augment, trainable, conditions, cfg.params)) for h in present]
+    tasks: list[tuple[Callable[..., dict], tuple]] = [
+        (run_outer, (h, cfg.recipe, cfg.augment, trainable, conditions, cfg.params)) for h in present]
     within_protocols = {}
     if cfg.within:
         for corpus in PROTOCOL_CORPORA:
@@ -389,8 +392,8 @@ def evaluate_cross(cfg: CrossConfig) -> dict:
     timing["folds_wall_s"] = time.perf_counter() - t0
     labels = pool.labels
     outer = [r for r in results if "held_out" in r]
-    cross = {"corpora": {}, "mean": {}}
-    robustness = {"corpora": {}, "mean": {}}
+    cross: dict[str, dict[str, Any]] = {"corpora": {}, "mean": {}}
+    robustness: dict[str, dict[str, Any]] = {"corpora": {}, "mean": {}}
     for r in outer:
         h = r["held_out"]
         cross["corpora"][h] = {m: figures(r["y"], v["pred"], labels) | {"fallback_clips": v["fallback"]}

@@ -30,6 +30,7 @@ import time
 import warnings
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -384,6 +385,7 @@ def export_cross(*, data_root: Path, out_dir: Path, rep: dict, name: str = "defa
     clips = np.arange(len(pool.clips))
     cc._POOL["train_norm"] = s.get("train_norm", "speaker")
     t0 = time.perf_counter()
+    selection: list
     if s.get("fixed_params"):
         params, selection = dict(s["fixed_params"]), []
     else:
@@ -409,7 +411,7 @@ def export_cross(*, data_root: Path, out_dir: Path, rep: dict, name: str = "defa
     parity = check_parity(onnx_bytes, pipe, sets)
     timing["parity_s"] = time.perf_counter() - t0
 
-    per_corpus = {}
+    per_corpus: dict[str, dict[str, Any]] = {}
     for c in trainable:
         sel = pool.clip_corpus == c
         win = np.isin(d.clip_index, np.flatnonzero(sel))
