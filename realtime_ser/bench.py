@@ -38,8 +38,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import SerError  # light: the error classes only
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .audio.windowing import Window
+    from .stream import ModelLike
 
 SAMPLE_RATE = 16_000
 MS_PER_S = 1000.0
@@ -123,7 +130,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def formant_voice(f0: float, seconds: float, *, amplitude: float = VOICE_PEAK, seed: int = 0,
-                  syllable_hz: float = VOICE_SYLLABLE_HZ, f0_glide: float = VOICE_F0_GLIDE, sr: int = SAMPLE_RATE):
+                  syllable_hz: float = VOICE_SYLLABLE_HZ, f0_glide: float = VOICE_F0_GLIDE,
+                  sr: int = SAMPLE_RATE) -> np.ndarray:
     """A synthetic talker: harmonics of a gliding ``f0`` through three formants that move from vowel to
     vowel every syllable, with fricative noise at some syllable edges. Speech-like enough for the neural
     speech gate (which refuses plain harmonic tones and hums, as it should)."""
@@ -162,7 +170,7 @@ def formant_voice(f0: float, seconds: float, *, amplitude: float = VOICE_PEAK, s
     return (amplitude * x / max(float(np.max(np.abs(x))), 1e-9)).astype(np.float32)
 
 
-def speech_like(seconds: float, seed: int = 0):
+def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
     """The bench's talker (``formant_voice`` at 140 Hz), with a 1 s pause every 7 s."""
     import numpy as np
 
@@ -171,16 +179,16 @@ def speech_like(seconds: float, seed: int = 0):
     return (x * ((t % VOICE_PAUSE_EVERY_S) < VOICE_PAUSE_EVERY_S - VOICE_PAUSE_S)).astype(np.float32)
 
 
-def _source_audio(file: str | None, seconds: float):
+def _source_audio(file: str | None, seconds: float) -> np.ndarray:
     """``seconds`` of 16 kHz mono float32: the file (resampled, looped) or the generated voice."""
     import numpy as np
 
     if file is None:
         return speech_like(seconds)
+    import soundfile as sf
+
     from .audio.convert import Converter
     from .errors import InputAudioError
-
-    import soundfile as sf
 
     try:
         data, rate = sf.read(file, dtype="float32", always_2d=True)
@@ -224,11 +232,10 @@ def _p95(xs: list[float]) -> float:
     return float(np.percentile(xs, P95))
 
 
-def time_runtime_windows(model, audio) -> dict:
+def time_runtime_windows(model: ModelLike, audio: np.ndarray) -> dict:
     """Per-window wall time of the runtime's features + inference (``StreamProcessor.classify``)."""
-    from .stream import StreamConfig, StreamProcessor
-
     from . import features
+    from .stream import StreamConfig, StreamProcessor
 
     cfg = StreamConfig(window_s=getattr(model, "window_s", 2.0), hop_s=getattr(model, "hop_s", 0.5))
     total, cpu, speech, windows = [], [], 0, []
@@ -257,7 +264,7 @@ def time_runtime_windows(model, audio) -> dict:
             "speech_share": speech / len(total), **time_gate(model, windows), "windows": windows}
 
 
-def time_gate(model, windows) -> dict:
+def time_gate(model: ModelLike, windows: list[Window]) -> dict:
     """The speech gate alone (``SpeechGate.decide``: the energy stage and Silero on the hop's new frames),
     on the same windows in stream order, their frame analyses computed beforehand (not timed)."""
     from . import features
@@ -267,7 +274,7 @@ def time_gate(model, windows) -> dict:
     wall, cpu, neural = [], [], 0
     for _ in range(WINDOW_PASSES):
         gate = SpeechGate(model.vad)
-        for i, (w, a) in enumerate(zip(windows, analyses)):
+        for i, (w, a) in enumerate(zip(windows, analyses, strict=True)):
             c0, t0 = time.thread_time(), time.perf_counter()
             gate.decide(w, a)
             dt, dc = time.perf_counter() - t0, time.thread_time() - c0
@@ -279,7 +286,7 @@ def time_gate(model, windows) -> dict:
             "gate_neural_share": neural / max(1, len(windows))}
 
 
-def time_seed(windows) -> dict:
+def time_seed(windows: list[Window]) -> dict:
     """The seed pipeline on the same windows: librosa features + a fitted MLPClassifier."""
     try:
         import librosa
@@ -376,34 +383,34 @@ def run_child(cmd: list[str]) -> ChildRun:
     import subprocess
     import tempfile
 
-    errfile = tempfile.TemporaryFile(mode="w+")  # not a pipe: a chatty stderr cannot block the child
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errfile, text=True)
-    first_pred = first_line = last_line = cpu_first = cpu_last = hwm = None
-    lines = 0
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        now = time.perf_counter() - t0
-        lines += 1
-        if first_line is None:
-            first_line, cpu_first = now, _proc_cpu_s(proc.pid)
-        try:
-            kind = json.loads(line).get("type")
-        except ValueError:
-            kind = None
-        if kind == "prediction" and first_pred is None:
-            first_pred = now
-        # VmHWM only grows: read it on the first lines, then every HWM_EVERY_LINES lines and at the end line
-        # (by the time the end line is read the process may be gone: the earlier reads stand)
-        if lines <= HWM_EVERY_LINES or lines % HWM_EVERY_LINES == 0 or kind == "end":
-            hwm = max(filter(None, (hwm, _proc_hwm_mb(proc.pid))), default=None)
-        if kind == "end":  # its last line: the process is about to exit
-            last_line, cpu_last = now, _proc_cpu_s(proc.pid)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    proc.stdout.close()
-    with errfile:
+    # not a pipe: a chatty stderr cannot block the child
+    with tempfile.TemporaryFile(mode="w+") as errfile:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errfile, text=True)
+        first_pred = first_line = last_line = cpu_first = cpu_last = hwm = None
+        lines = 0
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            now = time.perf_counter() - t0
+            lines += 1
+            if first_line is None:
+                first_line, cpu_first = now, _proc_cpu_s(proc.pid)
+            try:
+                kind = json.loads(line).get("type")
+            except ValueError:
+                kind = None
+            if kind == "prediction" and first_pred is None:
+                first_pred = now
+            # VmHWM only grows: read it on the first lines, then every HWM_EVERY_LINES lines and at the end line
+            # (by the time the end line is read the process may be gone: the earlier reads stand)
+            if lines <= HWM_EVERY_LINES or lines % HWM_EVERY_LINES == 0 or kind == "end":
+                hwm = max(filter(None, (hwm, _proc_hwm_mb(proc.pid))), default=None)
+            if kind == "end":  # its last line: the process is about to exit
+                last_line, cpu_last = now, _proc_cpu_s(proc.pid)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        proc.stdout.close()
         errfile.seek(0)
         stderr = errfile.read()
     if proc.returncode != 0:
@@ -444,8 +451,8 @@ def subprocess_figures(args: argparse.Namespace, model_path: str | None, workdir
     rt = [run_child(listen + ["--replay", str(short_file), "--pace", "realtime"]) for _ in range(repeats)]
     out["cpu_percent_realtime"] = _median([PERCENT * r.cpu_s / r.wall_s for r in rt])
     after = [PERCENT * (r.cpu_at_last_s - r.cpu_at_first_s) / (r.last_line_s - r.first_line_s) for r in rt
-             if None not in (r.cpu_at_last_s, r.cpu_at_first_s, r.last_line_s, r.first_line_s)
-             and r.last_line_s > r.first_line_s]
+             if r.cpu_at_last_s is not None and r.cpu_at_first_s is not None and r.last_line_s is not None
+             and r.first_line_s is not None and r.last_line_s > r.first_line_s]
     out["cpu_percent_realtime_after_start"] = _median(after) if after else None
     out["realtime_audio_s"] = realtime_s
 
@@ -475,7 +482,7 @@ def machine_info() -> dict:
                     break
     except OSError:
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     for dist in ("numpy", "onnxruntime", "soundfile", "soxr", "sounddevice", "rich", "librosa", "scikit-learn",
                  "scipy", "numba"):
         try:
@@ -483,7 +490,7 @@ def machine_info() -> dict:
         except metadata.PackageNotFoundError:
             versions[dist] = None
     try:
-        usable = len(os.sched_getaffinity(0))
+        usable: int | None = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
     from . import features
@@ -497,7 +504,7 @@ def machine_info() -> dict:
 # ---------------------------------------------------------------- report
 
 
-def _verdict(key: str, value) -> str:
+def _verdict(key: str, value: float | None) -> str:
     if key not in TARGETS or value is None:
         return ""
     op, target = TARGETS[key]
@@ -528,11 +535,12 @@ HOW = {
     "first_event_s": "process start to the first prediction line, --pace realtime, median",
     "cold_start_help_s": "wall time of `realtime-ser --help`, median",
     "python_start_s": "wall time of `python -c pass` (the interpreter's own floor), median",
-    "rss_peak_mb": "peak resident memory (VmHWM, read on the first 100 lines, then every 100 and at the end event) of the fast replay process, max over runs",
+    "rss_peak_mb": "peak resident memory (VmHWM, read on the first 100 lines, then every 100 and at the end "
+                   "event) of the fast replay process, max over runs",
 }
 
 
-def _fmt(v) -> str:
+def _fmt(v: object) -> str:
     if v is None:
         return "n/a"
     if isinstance(v, bool):
@@ -602,7 +610,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         import tempfile
 
-        model_path = str(model.path) if args.model is not None else None
+        from .model import Model  # load_model of a path is a Model: it knows its file
+
+        model_path = str(model.path) if args.model is not None and isinstance(model, Model) else None
         with tempfile.TemporaryDirectory(prefix="realtime-ser-bench-") as tmp:
             result.update(subprocess_figures(args, model_path, Path(tmp), quick))
     result["machine"] = machine_info()

@@ -14,14 +14,20 @@ stdout gets one JSON line: ``{"type": "profile", "name", "path", "speech_s", "wi
 
 from __future__ import annotations
 
+import argparse
 import logging
 import queue
 import sys
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import ConfigError, InputAudioError, ModelError
+
+if TYPE_CHECKING:
+    from .stream import ModelLike, Pending
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +46,7 @@ PASSAGE = (
     "Then keep talking about your day, your plans or anything at all until the bar is full.")
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--device", metavar="DEV", help="input device: index or part of its name (default: the system's)")
     src.add_argument("--replay", metavar="FILE", help="calibrate from a recording instead of the microphone")
@@ -97,7 +103,7 @@ class _View:
 class Collector:
     """Windows -> speech gate -> feature rows of the voiced windows, and seconds of speech."""
 
-    def __init__(self, model, source_rate: int) -> None:
+    def __init__(self, model: ModelLike, source_rate: int) -> None:
         from .api import stream_config
         from .stream import StreamProcessor
 
@@ -110,7 +116,7 @@ class Collector:
     def speech_s(self) -> float:
         return len(self.rows) * self.hop_s
 
-    def feed(self, pending) -> None:
+    def feed(self, pending: Iterable[Pending]) -> None:
         from . import features
 
         for p in pending:
@@ -125,10 +131,11 @@ class Collector:
 
         X = np.asarray(self.rows, dtype=np.float64)
         mean, var = speaker_stats(X)
+        assert self.model.normalizer is not None, "run() refuses a model without a speaker normaliser"
         return state_from_stats(self.model.normalizer, mean, var, len(X))
 
 
-def _from_file(path: str, model, target_s: float, view: _View) -> Collector:
+def _from_file(path: str, model: ModelLike, target_s: float, view: _View) -> Collector:
     from .audio.sources import FileSource
 
     src = FileSource(path, pace="fast")
@@ -150,11 +157,12 @@ def _from_file(path: str, model, target_s: float, view: _View) -> Collector:
     return col
 
 
-def _from_mic(device, model, target_s: float, view: _View) -> Collector:
+def _from_mic(device: int | str | None, model: ModelLike, target_s: float, view: _View) -> Collector:
     from .audio.sources import Block, MicSource, SourceFailure
 
     src = MicSource(device)
     src.open()
+    assert src.block_frames is not None, "an open microphone source has a block size"
     q: queue.Queue = queue.Queue(maxsize=max(4, int(5.0 * src.sample_rate / src.block_frames)))
     col = Collector(model, src.sample_rate)
     src.start(q)
@@ -175,7 +183,7 @@ def _from_mic(device, model, target_s: float, view: _View) -> Collector:
     return col
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     import json
 
     from . import profiles

@@ -7,10 +7,10 @@ calls ``SpeechGate.decide`` window after window: the same code, the same decisio
    less than ``VadParams.min_active_s`` of frames above ``floor_dbfs`` is silence; the neural
    net does not run and its state is reset (so silence costs nothing).
 2. **Silero VAD** (``SileroVAD``: the MIT-licensed ONNX model shipped in ``realtime_ser/silero``,
-   its convolutions rewritten as matrix products, run by onnxruntime, no torch): a speech probability per 32 ms frame (512 samples at 16 kHz),
-   its recurrent state carried from hop to hop, so each window costs only the frames of audio
-   it adds. A window is speech when at least ``min_speech_s`` of its frames have a probability
-   of ``gate_threshold`` or more,
+   its convolutions rewritten as matrix products, run by onnxruntime, no torch): a speech probability
+   per 32 ms frame (512 samples at 16 kHz), its recurrent state carried from hop to hop, so each window
+   costs only the frames of audio it adds. A window is speech when at least ``min_speech_s`` of its
+   frames have a probability of ``gate_threshold`` or more,
 3. and its voiced frames are not those of a **closed mouth**: humming keeps almost all its energy
    below 1 kHz (no open vowel), and the network takes some hummed tunes for speech. When the lower
    quartile of the voiced frames' alpha ratio (50-1000 Hz over 1-5 kHz, a kernel descriptor, free)
@@ -23,8 +23,9 @@ calls ``SpeechGate.decide`` window after window: the same code, the same decisio
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -72,7 +73,7 @@ class GateError(ModelError):
 
 
 @functools.lru_cache(maxsize=4)
-def _session(model_path: str):
+def _session(model_path: str) -> Any:
     """One onnxruntime session per model file and process (sessions are thread-safe for ``run``)."""
     import onnxruntime as ort
 
@@ -190,6 +191,7 @@ class SpeechGate:
         inside = self._frame_probs(first_sample, window.end)
         speech_s = float(np.count_nonzero(inside >= p.gate_threshold)) * FRAME_S
         max_prob = float(inside.max()) if len(inside) else 0.0
+        assert analysis.shape is not None, "the frame analysis carries no spectral-shape descriptors"
         tilt = analysis.shape[loud & analysis.voiced, _ALPHA]
         tilt_db = _quantile(tilt, TILT_QUANTILE) if len(tilt) else 0.0
         speech = speech_s >= p.min_speech_s and tilt_db <= p.closed_mouth_alpha_db

@@ -4,8 +4,9 @@ Same network, same weights, same inputs and outputs; only the operators change. 
 Silero's convolutions as many tiny per-frame convolutions (one frame = 4 STFT columns), which cost
 most of the gate's time. Here every convolution becomes one matrix product over all the frames of a
 call: the STFT (a 258-filter, 256-tap, stride-128 convolution) is the 128-sample chunks of each padded
-frame times the two halves of the basis, the products of consecutive chunks then added; each encoder convolution (kernel 3, padding 1, stride 1 or 2) is a
-zero Pad, a Gather of the 3-tap neighbourhoods and a MatMul; the 1x1 output convolution is a MatMul.
+frame times the two halves of the basis, the products of consecutive chunks then added; each encoder
+convolution (kernel 3, padding 1, stride 1 or 2) is a zero Pad, a Gather of the 3-tap neighbourhoods
+and a MatMul; the 1x1 output convolution is a MatMul.
 The LSTM node is kept. Probabilities equal the original's to float rounding (checked below).
 
 Usage (needs the ``onnx`` package, a dev dependency):
@@ -18,7 +19,7 @@ import sys
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 STFT_PAD = 128  # Silero pads each 576-sample block by reflection, 128 samples a side
 N_FFT = 256
@@ -125,7 +126,8 @@ def _check(src_path: str, out_path: str) -> float:
 
     rng = np.random.default_rng(0)
     t = np.arange(40 * 512) / 16_000
-    x = (0.3 * np.sin(2 * np.pi * 220 * t * (1 + 0.3 * np.sin(t))) + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
+    x = (0.3 * np.sin(2 * np.pi * 220 * t * (1 + 0.3 * np.sin(t)))
+         + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
     frames = x.reshape(-1, 512)
     block = np.zeros((len(frames), 576), np.float32)
     block[:, 64:] = frames
@@ -135,7 +137,7 @@ def _check(src_path: str, out_path: str) -> float:
     opts.log_severity_level = 3
     a = ort.InferenceSession(src_path, opts, providers=["CPUExecutionProvider"]).run(None, feeds)
     b = ort.InferenceSession(out_path, opts, providers=["CPUExecutionProvider"]).run(None, feeds)
-    return max(float(np.abs(u - v).max()) for u, v in zip(a, b))
+    return max(float(np.abs(u - v).max()) for u, v in zip(a, b, strict=True))
 
 
 def main(argv: list[str]) -> int:

@@ -42,7 +42,7 @@ def main() -> int:
         for name, g in gates.items():
             g.reset()
             out = []
-            for w, a in zip(ws, analyses):
+            for w, a in zip(ws, analyses, strict=True):
                 t0 = time.thread_time()
                 out.append(g.decide(w, a))
                 if i:
@@ -52,9 +52,10 @@ def main() -> int:
     print(json.dumps({**{f"{k}_cpu_ms_median": round(v, 3) for k, v in med.items()},
                       **{f"{k}_cpu_ms_p95": round(float(np.percentile(v, 95)) * MS, 3) for k, v in cpu.items()},
                       "ratio": round(med["original"] / med["shipped"], 2),
-                      "same_decisions": [r.speech for r in decisions["original"]] == [r.speech for r in decisions["shipped"]],
-                      "max_prob_max_diff": float(max(abs(a.max_prob - b.max_prob)
-                                                     for a, b in zip(decisions["original"], decisions["shipped"]))),
+                      "same_decisions": ([r.speech for r in decisions["original"]]
+                                         == [r.speech for r in decisions["shipped"]]),
+                      "max_prob_max_diff": float(max(abs(a.max_prob - b.max_prob) for a, b in
+                                                     zip(decisions["original"], decisions["shipped"], strict=True))),
                       "windows_timed": len(cpu["shipped"])}))
     return 0
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -160,8 +161,9 @@ def keyboard(seconds: float = SOUND_S, seed: int = 0) -> np.ndarray:
     return x.astype(np.float32)
 
 
-NON_SPEECH = {"chords": chords, "hummed_melody": hummed_melody, "mains_hum": mains_hum, "fan": fan,
-              "keyboard": keyboard, "pink_noise": pink}
+NON_SPEECH: dict[str, Callable[..., np.ndarray]] = {
+    "chords": chords, "hummed_melody": hummed_melody, "mains_hum": mains_hum, "fan": fan, "keyboard": keyboard,
+    "pink_noise": pink}
 
 
 def non_speech(name: str, seconds: float = SOUND_S, seed: int = 0) -> np.ndarray:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from helpers import cli_command, of_type, parse_lines, voice, write_audio
 
 
@@ -66,8 +67,8 @@ def test_calibrate_from_a_recording_writes_a_profile_in_the_data_dir(audio, norm
 
 
 def test_calibrate_counts_only_speech(audio, normalized_model_path, env, tmp_path):
-    silence_and_noise = np.concatenate([np.zeros(16000 * 30, np.float32),
-                                        (0.05 * np.random.default_rng(0).standard_normal(16000 * 30)).astype(np.float32)])
+    noise = (0.05 * np.random.default_rng(0).standard_normal(16000 * 30)).astype(np.float32)
+    silence_and_noise = np.concatenate([np.zeros(16000 * 30, np.float32), noise])
     f = write_audio(tmp_path / "quiet.wav", silence_and_noise)
     r = run(["calibrate", "--replay", f, "--model", normalized_model_path, "--profile", "q"], env)
     assert r.returncode == 3

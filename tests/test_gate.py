@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sounds
 from conftest import SHARED_DATA, skip_or_fail
 
-import sounds
 from realtime_ser import features, gate, vad
 from realtime_ser.audio.windowing import Windower, windows_of
 from realtime_ser.vad import VadParams

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from realtime_ser import features
-from realtime_ser.model import LABELS_METADATA_KEY, DEFAULT_MODEL, Model, card_path_for, labels_checksum, sha256_file
+from realtime_ser.model import DEFAULT_MODEL, LABELS_METADATA_KEY, Model, card_path_for, labels_checksum, sha256_file
 
 from helpers import voice
 

@@ -15,7 +15,6 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import voice
 
 from realtime_ser import features
 from realtime_ser.audio.windowing import windows_of
@@ -25,6 +24,8 @@ from train import data as tdata
 from train import dataset, evaluate, export, recipes
 from train.__main__ import main as train_main
 from train.report import read_report, write_report
+
+from helpers import voice
 
 SR = 16_000
 SYN_CLASSES = {"sad": 110.0, "neutral": 170.0, "angry": 260.0}  # label -> F0 of its synthetic voice

@@ -16,6 +16,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -37,7 +38,7 @@ DEFAULT_TRAIN_NORM = "speaker"
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump
+    def error(self, message: str) -> NoReturn:  # one line, no usage dump
         raise ConfigError(f"{message} (see python -m train --help)")
 
 
@@ -61,39 +62,49 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cross: cross-corpus report; evaluate: within-corpus report with the seed; export: fit the "
                         "cross-corpus recipe on every trainable corpus and write the model; all (default): the three")
     p.add_argument("--cross-report", type=Path, default=DEFAULT_CROSS_DIR,
-                   help=f"cross-corpus report folder, written by cross/all, read by export (default {DEFAULT_CROSS_DIR})")
-    p.add_argument("--xrecipe", default=DEFAULT_CROSS_RECIPE, help=f"cross-corpus recipe (default {DEFAULT_CROSS_RECIPE})")
+                   help=f"cross-corpus report folder, written by cross/all, read by export "
+                        f"(default {DEFAULT_CROSS_DIR})")
+    p.add_argument("--xrecipe", default=DEFAULT_CROSS_RECIPE,
+                   help=f"cross-corpus recipe (default {DEFAULT_CROSS_RECIPE})")
     p.add_argument("--label-set", default=DEFAULT_LABEL_SET, help=f"label set (default {DEFAULT_LABEL_SET})")
     p.add_argument("--augment", dest="augment", action="store_true", default=DEFAULT_AUGMENT,
                    help="train on the augmented copies of the training corpora too")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="train on clean audio only")
-    p.add_argument("--train-norm", default=DEFAULT_TRAIN_NORM, help=f"training normalisation (default {DEFAULT_TRAIN_NORM})")
+    p.add_argument("--train-norm", default=DEFAULT_TRAIN_NORM,
+                   help=f"training normalisation (default {DEFAULT_TRAIN_NORM})")
     p.add_argument("--eval-only", type=_names, default=DEFAULT_EVAL_ONLY,
                    help=f"corpora held out and scored but never trained on (default {','.join(DEFAULT_EVAL_ONLY)})")
     p.add_argument("--no-robustness", action="store_true", help="skip the degraded-audio conditions")
     p.add_argument("--no-label-study", dest="label_study", action="store_false",
-                   help="all: skip the label-set measurements (calm kept apart, surprised added) recorded in the card")
+                   help="all: skip the label-set measurements (calm kept apart, surprised added) recorded in the "
+                        "card")
     p.add_argument("--no-compare-augment", dest="compare_augment", action="store_false",
                    help="all: run the cross-corpus protocol once (as --augment says) instead of with and without "
                         "augmentation, keeping the better")
-    p.add_argument("--data", help="data root with ravdess/, emodb/, protocols/ (default $REALTIME_SER_DATA or ../shared/data)")
+    p.add_argument("--data",
+                   help="data root with ravdess/, emodb/, protocols/ (default $REALTIME_SER_DATA or ../shared/data)")
     p.add_argument("--report", type=Path, default=DEFAULT_REPORT_DIR,
-                   help=f"evaluation report folder: written by evaluate/all, read by export (default {DEFAULT_REPORT_DIR})")
-    p.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR, help=f"model folder for export (default {DEFAULT_MODEL_DIR})")
+                   help=f"evaluation report folder: written by evaluate/all, read by export "
+                        f"(default {DEFAULT_REPORT_DIR})")
+    p.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR,
+                   help=f"model folder for export (default {DEFAULT_MODEL_DIR})")
     p.add_argument("--name", default="default", help="model file name stem (default: default)")
     p.add_argument("--recipe", type=_names, default=None,
                    help=f"comma-separated recipes to evaluate (default {','.join(recipes.DEFAULT_RECIPES)}); "
-                        f"export uses the one given, else {DEFAULT_EXPORT_RECIPE}; known: {', '.join(recipes.RECIPES)}")
+                        f"export uses the one given, else {DEFAULT_EXPORT_RECIPE}; "
+                        f"known: {', '.join(recipes.RECIPES)}")
     p.add_argument("--norm", type=_names, default=None,
                    help=f"normalisation modes to evaluate (default all: {','.join(recipes.NORM_MODES)}); "
                         f"export uses the one given, else {DEFAULT_EXPORT_NORM}")
     p.add_argument("--corpora", type=_names, default=None,
-                   help=f"corpora (default: evaluate {','.join(PROTOCOL_CORPORA)}; cross every folder with a MANIFEST.csv)")
+                   help=f"corpora (default: evaluate {','.join(PROTOCOL_CORPORA)}; "
+                        "cross every folder with a MANIFEST.csv)")
     p.add_argument("--speakers", type=_positive_int, help="quick run: at most this many speakers per corpus")
     p.add_argument("--folds", type=_positive_int, help="quick run: evaluate only the first this many folds")
     p.add_argument("--no-seed", action="store_true", help="skip the seed baseline")
     p.add_argument("--jobs", type=_positive_int, default=2, help="worker processes (default 2)")
-    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE_DIR, help=f"feature cache folder (default {DEFAULT_CACHE_DIR})")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE_DIR,
+                   help=f"feature cache folder (default {DEFAULT_CACHE_DIR})")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -127,8 +138,9 @@ def _cross_both(args: argparse.Namespace, root) -> dict:
     from .xreport import write_cross_report
 
     write_cross_report(rep, base)
-    print(f"augmentation {'kept' if keep else 'dropped'}: robust score {rep['augmentation_decision']['score_with']:.3f} "
-          f"with, {rep['augmentation_decision']['score_without']:.3f} without")
+    decision = rep['augmentation_decision']
+    print(f"augmentation {'kept' if keep else 'dropped'}: robust score {decision['score_with']:.3f} "
+          f"with, {decision['score_without']:.3f} without")
     return rep
 
 
@@ -152,7 +164,8 @@ def _label_study(args: argparse.Namespace, root, rep: dict) -> dict:
         r = evaluate_cross(cfg)
         cc = r["cross_corpus"]
         entry = {"cross_mean": {m: v["ua"] for m, v in cc["mean"].items()},
-                 "per_class_recall_per_speaker": {c: d["per_speaker"]["per_class_recall"] for c, d in cc["corpora"].items()}}
+                 "per_class_recall_per_speaker": {c: d["per_speaker"]["per_class_recall"]
+                                                  for c, d in cc["corpora"].items()}}
         if name == "5c":
             w = r["within"].get("ravdess")
             if w:
@@ -167,16 +180,19 @@ def _label_study(args: argparse.Namespace, root, rep: dict) -> dict:
                 cm = np.asarray(tv["confusion"])
                 row = cm[tv["labels"].index("calm")] if "calm" in tv["labels"] else None
                 if row is not None:
-                    entry["turev_calm_predicted_as"] = {lab: int(n) for lab, n in zip(tv["labels"], row)}
+                    entry["turev_calm_predicted_as"] = {lab: int(n) for lab, n in zip(tv["labels"], row, strict=True)}
+            pair = entry.get('ravdess_within_calm_vs_neutral', {})
             notes.append(
                 "calm vs neutral: within RAVDESS (speaker-independent) the pair separates (recall within the pair "
-                f"neutral {entry.get('ravdess_within_calm_vs_neutral', {}).get('neutral_recall_within_pair', float('nan')):.2f}, "
-                f"calm {entry.get('ravdess_within_calm_vs_neutral', {}).get('calm_recall_within_pair', float('nan')):.2f}), but "
-                "calm is learnt from RAVDESS alone (TurEV-DB is evaluation-only), so it fails the two-corpora rule, and "
-                f"across corpora TurEV-DB's calm clips are predicted {entry.get('turev_calm_predicted_as')}: merged into neutral "
-                f"(cross-corpus mean per-speaker UA with calm apart {entry['cross_mean']['per_speaker']:.3f}).")
+                f"neutral {pair.get('neutral_recall_within_pair', float('nan')):.2f}, "
+                f"calm {pair.get('calm_recall_within_pair', float('nan')):.2f}), but calm "
+                "is learnt from RAVDESS alone (TurEV-DB is evaluation-only), so it fails the two-corpora rule, and "
+                f"across corpora TurEV-DB's calm clips are predicted {entry.get('turev_calm_predicted_as')}: merged "
+                f"into neutral (cross-corpus mean per-speaker UA with calm apart "
+                f"{entry['cross_mean']['per_speaker']:.3f}).")
         else:
-            sr = {c: v.get("surprised") for c, v in entry["per_class_recall_per_speaker"].items() if v.get("surprised") is not None}
+            sr = {c: v.get("surprised") for c, v in entry["per_class_recall_per_speaker"].items()
+                  if v.get("surprised") is not None}
             notes.append(
                 "surprised (RAVDESS, nEMO, Spanish: three languages) added as a fifth class: cross-corpus mean "
                 f"per-speaker UA {entry['cross_mean']['per_speaker']:.3f} on each corpus' shared classes against "
@@ -217,7 +233,7 @@ def _cross(args: argparse.Namespace, root) -> dict:
     return rep
 
 
-def _within_native(args: argparse.Namespace, root) -> dict:
+def _within_native(args: argparse.Namespace, root) -> dict | None:
     """RAVDESS 8-class / EmoDB 7-class folds of the logistic-regression recipe, with the seed baseline."""
     from realtime_ser.vad import VadParams
 

@@ -25,7 +25,7 @@ import hashlib
 import io
 import json
 import zlib
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import soundfile as sf
@@ -105,8 +105,8 @@ def coloured_noise(n: int, exponent: float, rng: np.random.Generator) -> np.ndar
 def hum(n: int, rng: np.random.Generator) -> np.ndarray:
     f0 = HUM_HZ[int(rng.integers(len(HUM_HZ)))]
     t = np.arange(n) / SAMPLE_RATE
-    y = sum(rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 2 * np.pi))
-            for k in range(1, HUM_HARMONICS + 1))
+    y = sum((rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 2 * np.pi))
+             for k in range(1, HUM_HARMONICS + 1)), np.zeros(n))
     return (y / (np.std(y) + EPS)).astype(np.float32)
 
 

@@ -24,9 +24,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import GroupKFold
@@ -35,9 +37,15 @@ from realtime_ser.normalize import NormalizerParams, OnlineNormalizer
 
 from . import augment
 from .data import PROTOCOL_CORPORA, Clip, DataError, discover_corpora, load_folds, load_manifest
-from .dataset import DEFAULT_CACHE_DIR, Framing, WindowTable, limit_blas_threads, load_windows
-from .evaluate import (CorpusData, normalizer_prior, per_speaker_normalise, simulate_online, speaker_order_seed,
-                       utterance_proba)
+from .dataset import DEFAULT_CACHE_DIR, DEFAULT_FRAMING, Framing, WindowTable, limit_blas_threads, load_windows
+from .evaluate import (
+    CorpusData,
+    normalizer_prior,
+    per_speaker_normalise,
+    simulate_online,
+    speaker_order_seed,
+    utterance_proba,
+)
 from .metrics import classification_figures, unweighted_accuracy
 from .xrecipes import get_xrecipe
 
@@ -74,7 +82,7 @@ DEFAULT_LABEL_SET = "4"
 
 @dataclass(frozen=True)
 class CrossConfig:
-    data_root: object
+    data_root: Path
     recipe: str = "logreg"
     label_set: str = DEFAULT_LABEL_SET
     augment: bool = False
@@ -83,7 +91,7 @@ class CrossConfig:
     robustness: bool = True
     within: bool = True
     jobs: int = 2
-    cache_dir: object = DEFAULT_CACHE_DIR
+    cache_dir: Path | None = DEFAULT_CACHE_DIR
     framing: Framing = Framing()
     params: dict | None = None  # fixed hyper-parameters: skip the inner selection (quick experiments)
     train_norm: str = "speaker"  # see training_rows
@@ -113,7 +121,7 @@ def _mapped(clips: list[Clip], ls: LabelSet) -> list[Clip]:
 
 
 def load_pool(root, corpora: tuple[str, ...], ls: LabelSet, conditions: tuple[str, ...], *, cache_dir, jobs: int,
-              framing: Framing = Framing()) -> Pool:
+              framing: Framing = DEFAULT_FRAMING) -> Pool:
     """Windows of the clips whose emotion maps onto ``ls``, per corpus and condition (cached)."""
     tables: dict[str, list[WindowTable]] = {c: [] for c in conditions}
     kept: list[Clip] = []
@@ -136,7 +144,7 @@ def load_pool(root, corpora: tuple[str, ...], ls: LabelSet, conditions: tuple[st
     # Speakers carry their corpus as a prefix; with a single corpus from_tables leaves it out: add it.
     for d in by_condition.values():
         if len(tables[conditions[0]]) == 1:
-            d.clip_speaker = np.array([f"{c}/{s}" for c, s in zip(corpus_of, d.clip_speaker)])
+            d.clip_speaker = np.array([f"{c}/{s}" for c, s in zip(corpus_of, d.clip_speaker, strict=True)])
     return Pool(labels=labels, by_condition=by_condition, clip_corpus=corpus_of, clips=kept)
 
 
@@ -207,7 +215,7 @@ def normalise_rows(data: CorpusData, rows: np.ndarray, prior: NormalizerParams, 
         ci = data.clip_index[rows]
         starts = np.flatnonzero(np.r_[True, ci[1:] != ci[:-1]])
         ends = np.r_[starts[1:], len(rows)]
-        for a, b in zip(starts, ends):  # windows of one clip are contiguous and in time order
+        for a, b in zip(starts, ends, strict=True):  # windows of one clip are contiguous and in time order
             norm = OnlineNormalizer(prior)
             for i in range(a, b):
                 r = rows[i]
@@ -256,7 +264,7 @@ def select(recipe: str, pool: Pool, clips: np.ndarray, use_aug: bool) -> tuple[d
     if len(rec.grid) == 1 or len(corpora) < 2:
         return dict(rec.grid[0]), []
     d = pool.by_condition["clean"]
-    scores = []
+    scores: list[dict[str, Any]] = []
     for params in rec.grid:
         per = {}
         for inner in corpora:
@@ -277,7 +285,7 @@ def run_outer(held_out: str, recipe: str, use_aug: bool, trainable: tuple[str, .
     is_train = np.isin(pool.clip_corpus, [c for c in trainable if c != held_out])
     train_clips = np.flatnonzero(is_train)
     test_clips = np.flatnonzero(pool.clip_corpus == held_out)
-    inner = []
+    inner: list = []
     if params is None:
         params, inner = select(recipe, pool, train_clips, use_aug)
     t1 = time.perf_counter()
@@ -285,7 +293,7 @@ def run_outer(held_out: str, recipe: str, use_aug: bool, trainable: tuple[str, .
     t2 = time.perf_counter()
     d = pool.by_condition["clean"]
     y = d.clip_y[test_clips]
-    out = {"held_out": held_out, "params": params, "inner": inner, "modes": {}, "conditions": {},
+    out: dict[str, Any] = {"held_out": held_out, "params": params, "inner": inner, "modes": {}, "conditions": {},
            "clips": test_clips, "y": y}
     for mode in MODES:
         U, fb = score_clips(model, prior, d, test_clips, mode, pool.labels)
@@ -308,7 +316,7 @@ def run_within(corpus: str, fold: int, test_speakers: list[str], recipe: str, us
     is_test = in_corpus & np.isin(d.clip_speaker, list(test_set))
     train_clips = np.flatnonzero(in_corpus & ~is_test)
     test_clips = np.flatnonzero(is_test)
-    inner = []
+    inner: list = []
     if params is None:
         rec = get_xrecipe(recipe)
         spk = d.clip_speaker[train_clips]
@@ -322,7 +330,7 @@ def run_within(corpus: str, fold: int, test_speakers: list[str], recipe: str, us
                 s.append(unweighted_accuracy(d.clip_y[train_clips[va]], U.argmax(axis=1)))
             scores.append(float(np.mean(s)))
         params = dict(rec.grid[int(np.argmax(scores))]) if len(rec.grid) > 1 else dict(rec.grid[0])
-        inner = [{"params": dict(p), "inner_ua": s} for p, s in zip(rec.grid, scores)]
+        inner = [{"params": dict(p), "inner_ua": s} for p, s in zip(rec.grid, scores, strict=True)]
     model, prior = fit(recipe, params, pool, train_clips, use_aug)
     U, fb = score_clips(model, prior, d, test_clips, SELECT_MODE, pool.labels)
     return {"corpus": corpus, "fold": fold, "params": params, "inner": inner, "clips": test_clips,
@@ -354,7 +362,8 @@ def evaluate_cross(cfg: CrossConfig) -> dict:
                      framing=cfg.framing)
     timing = {"features_s": time.perf_counter() - t0}
     present = [c for c in corpora if np.any(pool.clip_corpus == c)]
-    tasks = [(run_outer, (h, cfg.recipe, cfg.augment, trainable, conditions, cfg.params)) for h in present]
+    tasks: list[tuple[Callable[..., dict], tuple]] = [
+        (run_outer, (h, cfg.recipe, cfg.augment, trainable, conditions, cfg.params)) for h in present]
     within_protocols = {}
     if cfg.within:
         for corpus in PROTOCOL_CORPORA:
@@ -383,8 +392,8 @@ def evaluate_cross(cfg: CrossConfig) -> dict:
     timing["folds_wall_s"] = time.perf_counter() - t0
     labels = pool.labels
     outer = [r for r in results if "held_out" in r]
-    cross = {"corpora": {}, "mean": {}}
-    robustness = {"corpora": {}, "mean": {}}
+    cross: dict[str, dict[str, Any]] = {"corpora": {}, "mean": {}}
+    robustness: dict[str, dict[str, Any]] = {"corpora": {}, "mean": {}}
     for r in outer:
         h = r["held_out"]
         cross["corpora"][h] = {m: figures(r["y"], v["pred"], labels) | {"fallback_clips": v["fallback"]}
@@ -408,8 +417,9 @@ def evaluate_cross(cfg: CrossConfig) -> dict:
             "selected_params": {str(r["fold"]): r["params"] for r in rs},
             "mode": SELECT_MODE}
     timing["total_s"] = time.perf_counter() - t_start
+    clean_speakers = pool.by_condition['clean'].clip_speaker
     counts = {c: {"clips": int(np.sum(pool.clip_corpus == c)),
-                  "speakers": len({s for s, cc in zip(pool.by_condition['clean'].clip_speaker, pool.clip_corpus) if cc == c})}
+                  "speakers": len({s for s, cc in zip(clean_speakers, pool.clip_corpus, strict=True) if cc == c})}
               for c in present}
     return {
         "settings": {"recipe": cfg.recipe, "description": get_xrecipe(cfg.recipe).description,
@@ -417,7 +427,8 @@ def evaluate_cross(cfg: CrossConfig) -> dict:
                      "labels": labels, "merge": dict(ls.merge), "augment": cfg.augment,
                      "eval_only": [c for c in cfg.eval_only if c in present], "trainable": list(trainable),
                      "modes": list(MODES), "select_mode": SELECT_MODE, "conditions": list(conditions),
-                     "fixed_params": cfg.params, "train_norm": cfg.train_norm, "jobs": cfg.jobs, "cpu_count": os.cpu_count()},
+                     "fixed_params": cfg.params, "train_norm": cfg.train_norm, "jobs": cfg.jobs,
+                     "cpu_count": os.cpu_count()},
         "counts": counts,
         "cross_corpus": cross,
         "selected_params": {r["held_out"]: r["params"] for r in outer},

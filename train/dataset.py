@@ -68,6 +68,10 @@ class Framing:
         return int(round(self.hop_s * self.sample_rate))
 
 
+DEFAULT_FRAMING = Framing()  # the defaults of the keyword arguments below (frozen: one shared instance is safe)
+DEFAULT_VAD_PARAMS = vad.VadParams()
+
+
 @dataclass
 class WindowTable:
     """All windows of a list of clips. Row arrays are aligned; ``clip_index`` points into ``clips``."""
@@ -142,7 +146,7 @@ def clip_windows(x: np.ndarray, framing: Framing, vad_params: vad.VadParams) -> 
     ws = windows_of(x, framing.window, framing.hop)
     analyses = [features.analyze(w.samples) for w in ws]
     decisions = gate.clip_decisions(x, framing.window, framing.hop, vad_params, analyses=analyses)
-    for w, a, d in zip(ws, analyses, decisions):
+    for w, a, d in zip(ws, analyses, decisions, strict=True):
         rows.append(features.functionals(a))
         speech.append(d.speech)
         voiced_s.append(d.voiced_s)
@@ -191,14 +195,15 @@ def windows_cache_key(framing: Framing, vad_params: vad.VadParams) -> str:
 def seed_cache_key() -> str:
     import librosa
 
-    return _key({"v": CACHE_VERSION, "librosa": librosa.__version__, "sr": SAMPLE_RATE,
+    version = librosa.__version__  # type: ignore[attr-defined]  # librosa's lazy-loader stub does not declare it
+    return _key({"v": CACHE_VERSION, "librosa": version, "sr": SAMPLE_RATE,
                  "n": [SEED_N_MFCC, SEED_N_CHROMA, SEED_N_MELS]})
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
+    np.savez(tmp, allow_pickle=False, **arrays)
     os.replace(tmp, path)
 
 
@@ -240,8 +245,8 @@ def windows_cache_path(cache_dir: Path, corpus: str, framing: Framing, vad_param
     return Path(cache_dir) / f"windows-{corpus}-{condition}-{augment.condition_key(condition)}-{key}.npz"
 
 
-def load_windows(corpus: str, clips: list[Clip], *, framing: Framing = Framing(),
-                 vad_params: vad.VadParams = vad.VadParams(), cache_dir: Path | None = DEFAULT_CACHE_DIR,
+def load_windows(corpus: str, clips: list[Clip], *, framing: Framing = DEFAULT_FRAMING,
+                 vad_params: vad.VadParams = DEFAULT_VAD_PARAMS, cache_dir: Path | None = DEFAULT_CACHE_DIR,
                  jobs: int = 1, condition: str = augment.CLEAN, babble_pool: list[Clip] | None = None) -> WindowTable:
     """The window table of ``clips`` (one corpus), computing only what the cache lacks.
 
@@ -265,7 +270,7 @@ def load_windows(corpus: str, clips: list[Clip], *, framing: Framing = Framing()
         args = [(c.path, c.sha256, framing, vad_params, condition,
                  augment.babble_sources(condition, c, pool)) for c in todo.values()]
         results = _run(_windows_task, args, jobs)
-        per_clip.update(zip(todo, results))
+        per_clip.update(zip(todo, results, strict=True))
         if cache_path:
             shas = list(per_clip)
             lens = [len(per_clip[s]["X"]) for s in shas]
@@ -296,11 +301,12 @@ def load_seed_features(corpus: str, clips: list[Clip], *, cache_dir: Path | None
     per_clip: dict[str, np.ndarray] = {}
     cached = _load_npz(cache_path) if cache_path else None
     if cached is not None:
-        per_clip = {str(s): v for s, v in zip(cached["sha"], cached["X"])}
+        per_clip = {str(s): v for s, v in zip(cached["sha"], cached["X"], strict=True)}
     todo = {c.sha256: c for c in clips if c.sha256 not in per_clip}
     if todo:
         log.info("%s: computing seed features of %d clip(s)", corpus, len(todo))
-        per_clip.update(zip(todo, _run(_seed_task, [(c.path, c.sha256) for c in todo.values()], jobs)))
+        per_clip.update(zip(todo, _run(_seed_task, [(c.path, c.sha256) for c in todo.values()], jobs),
+                                 strict=True))
         if cache_path:
             shas = list(per_clip)
             _save_npz(cache_path, {"sha": np.array(shas), "X": np.stack([per_clip[s] for s in shas])})

@@ -34,8 +34,11 @@ import os
 import time
 import warnings
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -87,7 +90,7 @@ class CorpusData:
         return len(self.clip_y)
 
     @classmethod
-    def from_tables(cls, name: str, tables: list[WindowTable], labels: list[str]) -> "CorpusData":
+    def from_tables(cls, name: str, tables: list[WindowTable], labels: list[str]) -> CorpusData:
         prefix = len(tables) > 1
         X, speech, clip_index, spk, y, ids = [], [], [], [], [], []
         offset = 0
@@ -222,7 +225,7 @@ def select_params(recipe_name: str, mode: str, data: CorpusData, train_clips: np
              for tr, va in cv.split(train_clips, groups=speakers)]
         scores.append(float(np.mean(s)))
     best = int(np.argmax(scores))
-    return dict(grid[best]), [{"params": dict(p), "inner_ua": s} for p, s in zip(grid, scores)]
+    return dict(grid[best]), [{"params": dict(p), "inner_ua": s} for p, s in zip(grid, scores, strict=True)]
 
 
 # ---------------------------------------------------------------- fold tasks (run in worker processes)
@@ -287,14 +290,14 @@ def _call(task: tuple) -> dict:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    data_root: object
+    data_root: Path
     recipes: tuple[str, ...]
     modes: tuple[str, ...]
     corpora: tuple[str, ...] = PROTOCOL_CORPORA
     speakers: int | None = None  # at most this many speakers per corpus (quick runs)
     folds: int | None = None  # evaluate only the first this many folds
     jobs: int = 2
-    cache_dir: object = DEFAULT_CACHE_DIR
+    cache_dir: Path | None = DEFAULT_CACHE_DIR
     seed_baseline: bool = True
     framing: Framing = Framing()
 
@@ -311,7 +314,8 @@ def evaluate(cfg: EvalConfig) -> dict:
         check_norm_mode(m)
     timing: dict[str, float] = {}
     t_start = time.perf_counter()
-    datas, seeds, protocols = {}, {}, {}
+    datas, seeds = {}, {}
+    protocols: dict[str, dict[str, Any]] = {}
     for corpus in cfg.corpora:
         clips = load_manifest(cfg.data_root, corpus)
         folds = limit_speakers(load_folds(cfg.data_root, corpus), cfg.speakers)
@@ -337,7 +341,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             "complete": cfg.speakers is None and cfg.folds is None,
         }
 
-    tasks = []
+    tasks: list[tuple[Callable[..., dict], tuple]] = []
     for corpus, proto in protocols.items():
         for recipe in cfg.recipes:
             for mode in cfg.modes:
@@ -379,33 +383,36 @@ def evaluate(cfg: EvalConfig) -> dict:
                 rows = np.concatenate([r["rows"] for r in rs])
                 P = np.concatenate([r["P"] for r in rs])
                 voiced = data.speech[rows]
-                clips = np.concatenate([r["clips"] for r in rs])
+                scored = np.concatenate([r["clips"] for r in rs])
                 U = np.concatenate([r["U"] for r in rs])
                 wy = data.clip_y[data.clip_index[rows]]
                 proto["results"][key] = {
                     "recipe": recipe, "norm": mode, "description": get_recipe(recipe).description,
-                    "utterance": _figures(data.clip_y[clips], U.argmax(axis=1), labels),
+                    "utterance": _figures(data.clip_y[scored], U.argmax(axis=1), labels),
                     "window": _figures(wy[voiced], P[voiced].argmax(axis=1), labels),
-                    "utterance_fold_ua": {str(r["fold"]): unweighted_accuracy(data.clip_y[r["clips"]], r["U"].argmax(axis=1))
+                    "utterance_fold_ua": {str(r["fold"]): unweighted_accuracy(data.clip_y[r["clips"]],
+                                                                              r["U"].argmax(axis=1))
                                           for r in rs},
                     "fallback_clips": int(sum(r["fallback"].sum() for r in rs)),
                     "selected_params": {str(r["fold"]): r["params"] for r in rs},
                     "inner_cv": {str(r["fold"]): r["inner"] for r in rs},
-                    "cpu_s": {"select": float(sum(r["select_s"] for r in rs)), "fit": float(sum(r["fit_s"] for r in rs)),
+                    "cpu_s": {"select": float(sum(r["select_s"] for r in rs)),
+                              "fit": float(sum(r["fit_s"] for r in rs)),
                               "predict": float(sum(r["predict_s"] for r in rs))},
                 }
         if cfg.seed_baseline:
             rs = sorted((r for r in results if r["corpus"] == corpus and r["key"] == "seed"), key=lambda r: r["fold"])
-            clips = np.concatenate([r["clips"] for r in rs])
+            scored = np.concatenate([r["clips"] for r in rs])
             preds = [np.concatenate([r["preds"][k] for r in rs]) for k in range(len(SEED_RANDOM_STATES))]
             pred = preds[0]
-            ua_by_state = [unweighted_accuracy(data.clip_y[clips], p) for p in preds]
+            ua_by_state = [unweighted_accuracy(data.clip_y[scored], p) for p in preds]
             proto["seed_baseline"] = {
                 "description": "seed: means of librosa 40 MFCC + 12 chroma_stft + 128 mel over the whole clip (180), "
                                "MLPClassifier(alpha=0.1, batch_size=30, hidden_layer_sizes=(300,), "
                                "learning_rate='adaptive', max_iter=500), no scaler",
-                "utterance": _figures(data.clip_y[clips], pred, labels),
-                "utterance_fold_ua": {str(r["fold"]): unweighted_accuracy(data.clip_y[r["clips"]], r["preds"][0]) for r in rs},
+                "utterance": _figures(data.clip_y[scored], pred, labels),
+                "utterance_fold_ua": {str(r["fold"]): unweighted_accuracy(data.clip_y[r["clips"]], r["preds"][0])
+                                      for r in rs},
                 "random_states": list(SEED_RANDOM_STATES),
                 "utterance_ua_by_random_state": ua_by_state,
                 "utterance_ua_mean": float(np.mean(ua_by_state)),

@@ -30,6 +30,7 @@ import time
 import warnings
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ from realtime_ser.model import Model, with_label_checksum
 from realtime_ser.vad import VadParams
 
 from .data import PROTOCOL_CORPORA, corpus_labels, load_manifest
-from .dataset import DEFAULT_CACHE_DIR, Framing, load_windows
+from .dataset import DEFAULT_CACHE_DIR, DEFAULT_FRAMING, DEFAULT_VAD_PARAMS, Framing, load_windows
 from .evaluate import CorpusData, fit_model, per_speaker_normalise, select_params, simulate_online
 from .recipes import get_recipe
 from .report import git_commit
@@ -123,23 +124,23 @@ def evaluation_for_card(report: dict, recipe: str, mode: str) -> tuple[dict, dic
     key = f"{recipe}/{mode}"
     evaluation, seed = {}, {}
     complete = True
+
+    def pick(fig: dict, protocol: str) -> dict:
+        d = {k: fig[k] for k in CARD_FIGURE_KEYS if k in fig}
+        d.update(protocol=protocol, level="utterance")
+        return d
+
     for corpus, p in report["protocols"].items():
         if key not in p.get("results", {}):
             raise ExportError(f"evaluation report has no {key} results for {corpus}; evaluate that recipe and mode "
                               f"(`python -m train evaluate --recipe {recipe}`) or pick one it has")
         complete = complete and bool(p.get("complete"))
-
-        def pick(fig: dict) -> dict:
-            d = {k: fig[k] for k in CARD_FIGURE_KEYS if k in fig}
-            d.update(protocol=p["protocol"], level="utterance")
-            return d
-
-        evaluation[corpus] = pick(p["results"][key]["utterance"])
+        evaluation[corpus] = pick(p["results"][key]["utterance"], p["protocol"])
         evaluation[corpus]["window_level"] = {k: p["results"][key]["window"][k] for k in ("ua", "accuracy", "macro_f1")}
         evaluation[corpus]["utterance_fold_ua"] = p["results"][key]["utterance_fold_ua"]
         if "seed_baseline" in p:
             sb = p["seed_baseline"]
-            seed[corpus] = pick(sb["utterance"])
+            seed[corpus] = pick(sb["utterance"], p["protocol"])
             seed[corpus].update({k: sb[k] for k in ("random_states", "utterance_ua_by_random_state",
                                                     "utterance_ua_mean", "utterance_ua_std") if k in sb})
     return evaluation, seed, complete
@@ -167,7 +168,8 @@ def render_model_card(card: dict) -> str:
         lines.append(f"| {c} | {d['clips']} | {d['speakers']} | {d['voiced_windows']} |")
     lines += ["", "## Evaluation (speaker-independent, utterance level)", ""]
     if not card.get("evaluation_complete", True):
-        lines += ["**These figures come from a quick run on a subset of speakers or folds, not the full protocols.**", ""]
+        lines += ["**These figures come from a quick run on a subset of speakers or folds, not the full "
+                  "protocols.**", ""]
     lines += ["The recipe was evaluated on each corpus' standard folds, never scoring a speaker it was trained on "
               "(see `python -m train evaluate`); the shipped model is then refitted on all clips. "
               "UA = mean per-class recall.", "",
@@ -179,13 +181,14 @@ def render_model_card(card: dict) -> str:
         lines.append(f"| {p} | {pct(e['ua'])} | {pct(e['accuracy'])} | {pct(e['macro_f1'])} | "
                      f"{pct(s.get('ua'))} | {pct(s.get('accuracy'))} | {spread} |")
     lines += [""]
-    for p, e in card["evaluation"].items():
+    for e in card["evaluation"].values():
         lines += [f"{e['protocol']}. Per-class recall: " +
                   ", ".join(f"{k} {pct(v)}" for k, v in e["per_class_recall"].items()) + ".", ""]
     par = card["parity"]
     lines += ["## Export checks", "",
               f"onnxruntime vs scikit-learn, labels identical and probabilities within {par['atol']:g}: " +
-              "; ".join(f"{k}: {v['windows']} windows, max diff {v['max_abs_prob_diff']:.1e}" for k, v in par["sets"].items())
+              "; ".join(f"{k}: {v['windows']} windows, max diff {v['max_abs_prob_diff']:.1e}"
+                        for k, v in par["sets"].items())
               + ".", "", f"ONNX sha256 `{card['onnx_sha256']}`, {card['onnx_bytes']} bytes.", "",
               "## Limits", "",
               "Acted speech by 34 professional actors (English and German), studio conditions: expect lower figures on "
@@ -196,8 +199,8 @@ def render_model_card(card: dict) -> str:
 
 def export(*, data_root: Path, out_dir: Path, recipe: str, mode: str, report: dict, name: str = "default",
            cache_dir: Path | None = DEFAULT_CACHE_DIR, jobs: int = 2, speakers: set[str] | None = None,
-           corpora: tuple[str, ...] = PROTOCOL_CORPORA, framing: Framing = Framing(), vad_params: VadParams = VadParams(),
-           params: dict | None = None) -> dict:
+           corpora: tuple[str, ...] = PROTOCOL_CORPORA, framing: Framing = DEFAULT_FRAMING,
+           vad_params: VadParams = DEFAULT_VAD_PARAMS, params: dict | None = None) -> dict:
     """Fit on all clips, convert, check, write ``<out_dir>/<name>.onnx|.json`` and ``MODEL_CARD.md``."""
     rec = get_recipe(recipe)
     evaluation, seed, complete = evaluation_for_card(report, recipe, mode)
@@ -208,7 +211,8 @@ def export(*, data_root: Path, out_dir: Path, recipe: str, mode: str, report: di
         clips = load_manifest(data_root, corpus)
         if speakers is not None:
             clips = [c for c in clips if c.speaker in speakers]
-        tables.append(load_windows(corpus, clips, framing=framing, vad_params=vad_params, cache_dir=cache_dir, jobs=jobs))
+        tables.append(load_windows(corpus, clips, framing=framing, vad_params=vad_params, cache_dir=cache_dir,
+                                   jobs=jobs))
     labels = corpus_labels([c for t in tables for c in t.clips])
     data = CorpusData.from_tables("all", tables, labels)
     timing["features_s"] = time.perf_counter() - t0
@@ -322,7 +326,8 @@ CORPUS_INFO = {
               "credit": "Canpolat SF, Ormanoğlu Z, Zeyrek D (2020), Turkish Emotion Voice Database (TurEV-DB), "
                         "LREC 2020 workshop SLTU-CCURL."},
 }
-UNKNOWN_CORPUS_INFO = {"language": "?", "kind": "?", "licence": "see the corpus folder", "credit": "see the corpus folder"}
+UNKNOWN_CORPUS_INFO = {"language": "?", "kind": "?", "licence": "see the corpus folder",
+                       "credit": "see the corpus folder"}
 EVAL_ONLY_REASON = {
     "turev": "evaluated on (held out in the cross-corpus protocol) but NOT trained on: its README licenses it "
              "CC BY-NC-ND 4.0, and a model trained on it would be a derivative, which the no-derivatives clause "
@@ -364,7 +369,7 @@ def cross_evaluation_for_card(rep: dict) -> dict:
 
 def export_cross(*, data_root: Path, out_dir: Path, rep: dict, name: str = "default",
                  cache_dir: Path | None = DEFAULT_CACHE_DIR, jobs: int = 2, extra: dict | None = None,
-                 framing: Framing = Framing(), vad_params: VadParams = VadParams()) -> dict:
+                 framing: Framing = DEFAULT_FRAMING, vad_params: VadParams = DEFAULT_VAD_PARAMS) -> dict:
     """Fit the cross-corpus report's recipe on every trainable corpus, convert, check, write the model + card."""
     from . import crosscorpus as cc
     from .xrecipes import get_xrecipe
@@ -380,6 +385,7 @@ def export_cross(*, data_root: Path, out_dir: Path, rep: dict, name: str = "defa
     clips = np.arange(len(pool.clips))
     cc._POOL["train_norm"] = s.get("train_norm", "speaker")
     t0 = time.perf_counter()
+    selection: list
     if s.get("fixed_params"):
         params, selection = dict(s["fixed_params"]), []
     else:
@@ -405,7 +411,7 @@ def export_cross(*, data_root: Path, out_dir: Path, rep: dict, name: str = "defa
     parity = check_parity(onnx_bytes, pipe, sets)
     timing["parity_s"] = time.perf_counter() - t0
 
-    per_corpus = {}
+    per_corpus: dict[str, dict[str, Any]] = {}
     for c in trainable:
         sel = pool.clip_corpus == c
         win = np.isin(d.clip_index, np.flatnonzero(sel))
@@ -415,7 +421,8 @@ def export_cross(*, data_root: Path, out_dir: Path, rep: dict, name: str = "defa
                          "labels": {lab: int(np.sum(d.clip_y[sel] == i)) for i, lab in enumerate(labels)}, **info}
         if s["augment"]:
             a = pool.by_condition["aug"]
-            per_corpus[c]["augmented_voiced_windows"] = int((np.isin(a.clip_index, np.flatnonzero(sel)) & a.speech).sum())
+            aug_voiced = np.isin(a.clip_index, np.flatnonzero(sel)) & a.speech
+            per_corpus[c]["augmented_voiced_windows"] = int(aug_voiced.sum())
     not_trained = {c: {**CORPUS_INFO.get(c, UNKNOWN_CORPUS_INFO),
                        "use": EVAL_ONLY_REASON.get(c, "evaluated on, not trained on")}
                    for c in s["eval_only"]}
@@ -497,18 +504,21 @@ def render_cross_card(card: dict) -> str:
               f"{td['emotions_left_out']}.", "",
               "| corpus | language | speakers | clips | voiced windows | licence |", "|---|---|---|---|---|---|"]
     for c, d in td["per_corpus"].items():
-        lines.append(f"| {c} | {d['language']} | {d['speakers']} | {d['clips']} | {d['voiced_windows']} | {d['licence']} |")
+        lines.append(f"| {c} | {d['language']} | {d['speakers']} | {d['clips']} | {d['voiced_windows']} "
+                     f"| {d['licence']} |")
     for c, d in td["not_trained_on"].items():
         lines += ["", f"**{c}** ({d['language']}, {d['licence']}): {d['use']} Credit: {d['credit']}"]
     lines += ["", "## Cross-corpus evaluation (leave one corpus out, utterance level)", "",
-              "Each corpus held out in turn: trained on the others (TurEV-DB never trained on), scored on the classes it "
-              "shares with the model. population = no adaptation; per file = the online normaliser reset per clip; "
+              "Each corpus held out in turn: trained on the others (TurEV-DB never trained on), scored on the "
+              "classes it shares with the model. population = no adaptation; per file = the online normaliser "
+              "reset per clip; "
               "per speaker = the runtime's online normaliser carried over a speaker's clips (seeded random order). "
               "Hyper-parameters chosen inside each outer fold by inner leave-one-corpus-out.", "",
               "| held-out corpus | population UA | per file UA | per speaker UA | per speaker accuracy | params |",
               "|---|---|---|---|---|---|"]
     for c, d in cc["corpora"].items():
-        lines.append(f"| {c} | {pct(d['population']['ua'])} | {pct(d['per_file']['ua'])} | {pct(d['per_speaker']['ua'])} "
+        lines.append(f"| {c} | {pct(d['population']['ua'])} | {pct(d['per_file']['ua'])} "
+                     f"| {pct(d['per_speaker']['ua'])} "
                      f"| {pct(d['per_speaker']['accuracy'])} | {cc['selected_params'].get(c)} |")
     m = cc["mean"]
     lines.append(f"| **mean** | **{pct(m['population']['ua'])}** | **{pct(m['per_file']['ua'])}** | "
@@ -524,7 +534,8 @@ def render_cross_card(card: dict) -> str:
     rob = card.get("robustness", {}).get("mean")
     if rob:
         lines += ["", "## Robustness (cross-corpus mean UA, per speaker online, test audio degraded)", "",
-                  "| " + " | ".join(rob) + " |", "|---" * len(rob) + "|", "| " + " | ".join(pct(v) for v in rob.values()) + " |"]
+                  "| " + " | ".join(rob) + " |", "|---" * len(rob) + "|",
+                  "| " + " | ".join(pct(v) for v in rob.values()) + " |"]
         ad = card.get("augmentation_decision")
         if ad:
             for k in ("robustness_without_augmentation", "robustness_with_augmentation"):
@@ -542,7 +553,8 @@ def render_cross_card(card: dict) -> str:
               ", ".join(f"{k} {v:.0f} s" for k, v in t.items() if isinstance(v, (int, float))) +
               " (2-core machine shared with other jobs).", "",
               f"onnxruntime vs scikit-learn within {par['atol']:g}: " +
-              "; ".join(f"{k}: {v['windows']} windows, max diff {v['max_abs_prob_diff']:.1e}" for k, v in par["sets"].items())
+              "; ".join(f"{k}: {v['windows']} windows, max diff {v['max_abs_prob_diff']:.1e}"
+                        for k, v in par["sets"].items())
               + f". ONNX sha256 `{card['onnx_sha256']}`, {card['onnx_bytes']} bytes.", "",
               "## Limits", "",
               "Acted or read emotional speech (actors, volunteers, students) in English, German, Polish, Amharic and "

@@ -29,7 +29,7 @@ def classification_figures(y_true, y_pred, labels: list[str]) -> dict:
     present = support > 0
     # Macro F1 over the classes present in the truth or in the predictions (sklearn's own convention
     # when ``labels`` is not given), so an absent, never-predicted class does not count as F1 = 0.
-    f1_labels = [lab for lab, s, p in zip(labels, support, cm.sum(axis=0)) if s > 0 or p > 0]
+    f1_labels = [lab for lab, s, p in zip(labels, support, cm.sum(axis=0), strict=True) if s > 0 or p > 0]
     return {
         "n": int(len(y_true)),
         "accuracy": float(np.trace(cm) / cm.sum()),
@@ -37,8 +37,8 @@ def classification_figures(y_true, y_pred, labels: list[str]) -> dict:
         "macro_f1": float(f1_score(y_true, y_pred, labels=f1_labels, average="macro", zero_division=0)),
         "kappa": float(cohen_kappa_score(y_true, y_pred, labels=labels)),
         "mcc": float(matthews_corrcoef(y_true, y_pred)),
-        "per_class_recall": {lab: (None if np.isnan(r) else float(r)) for lab, r in zip(labels, recall)},
-        "support": {lab: int(s) for lab, s in zip(labels, support)},
+        "per_class_recall": {lab: (None if np.isnan(r) else float(r)) for lab, r in zip(labels, recall, strict=True)},
+        "support": {lab: int(s) for lab, s in zip(labels, support, strict=True)},
         "labels": list(labels),
         "confusion": cm.astype(int).tolist(),
     }

@@ -44,6 +44,7 @@ import numpy as np
 
 from realtime_ser import features, gate, vad
 from realtime_ser.audio.windowing import windows_of
+from realtime_ser.normalize import NormalizerParams, OnlineNormalizer, speaker_stats
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def extract(root: Path, cache: Path, jobs: int = 2) -> dict:
                   "emotion": np.array([r["emotion"] for r in rows]),
                   "duration": np.array([float(r["duration_s"]) for r in rows])}
         tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, **arrays)
+        np.savez(tmp, allow_pickle=False, **arrays)
         os.replace(tmp, path)
         log.warning("%s: %d clips in %.0f s", corpus, len(rows), time.perf_counter() - t0)
         out[corpus] = arrays
@@ -119,8 +120,6 @@ def extract(root: Path, cache: Path, jobs: int = 2) -> dict:
 
 
 # ---------------------------------------------------------------- the measurement
-
-from realtime_ser.normalize import NormalizerParams, OnlineNormalizer, speaker_stats
 
 PRIOR_WEIGHT = 10.0  # as train.evaluate (today's normaliser)
 MAX_COUNT = 1000.0
@@ -195,6 +194,7 @@ def run_online(model, norm: OnlineNormalizer | None, clips: list, fixed: tuple |
         if fixed is not None:
             Z = ((X - fixed[0]) / np.sqrt(fixed[1])).astype(np.float32)
         else:
+            assert norm is not None, "no fixed statistics: the online normaliser is needed"
             Z = np.empty(X.shape, dtype=np.float32)
             for j, x in enumerate(X):
                 norm.update(x)
@@ -222,7 +222,8 @@ def _ua(y: np.ndarray, pred: np.ndarray) -> float:
 
 
 def _take(order, dur, ok, lo, hi) -> list:
-    got, total = [], 0.0
+    got: list = []
+    total = 0.0
     for c in order:
         if not ok(c):
             continue
@@ -266,16 +267,18 @@ def _fold(cs: ClipSet, test_corpus: str, fit, profile_min_s: float) -> list:
         idx = test[cs.speaker[test] == spk]
         order = np.random.default_rng(ORDER_SEED + zlib.crc32(str(spk).encode())).permutation(idx)
         neutral = LABELS.index("neutral")
-        prof = _take(order, cs.duration, lambda c: cs.label[c] == neutral, profile_min_s, PROFILE_MAX_S)
+        prof = _take(order, cs.duration, lambda c, neutral=neutral: cs.label[c] == neutral, profile_min_s,
+                     PROFILE_MAX_S)
         if not prof:
             out.append({"speaker": str(spk), "eligible": False, "why": "too little neutral speech"})
             continue
         used = set(prof)
         examples = []
         for k in range(len(LABELS)):
-            ex = _take(order, cs.duration, lambda c: cs.label[c] == k and c not in used, EXAMPLE_MIN_S, EXAMPLE_MAX_S)
+            ex = _take(order, cs.duration, lambda c, k=k, used=used: cs.label[c] == k and c not in used,
+                       EXAMPLE_MIN_S, EXAMPLE_MAX_S)
             if not ex and k == neutral:  # the profile's own neutral clips are labelled, unscored speech
-                ex = _take(order, cs.duration, lambda c: c in set(prof), EXAMPLE_MIN_S, EXAMPLE_MAX_S)
+                ex = _take(order, cs.duration, lambda c, prof=prof: c in set(prof), EXAMPLE_MIN_S, EXAMPLE_MAX_S)
             examples += ex
             used |= set(ex)
         scored, total = [], 0.0
@@ -363,7 +366,7 @@ def evaluate_profiles(cs: ClipSet, fit=default_fit, corpora=CORPORA6, jobs: int 
         grid = [(a, l2) for l2 in BIAS_L2_GRID for a in SHRINK_GRID]
         # the mean gain over the selection speakers, minus its spread: prefer a correction that helps
         # most speakers to one that helps a few a lot (0 shrinkage scores exactly 0: no correction)
-        def score(a, l2):
+        def score(a, l2, sel=sel):
             d = np.array([_ua(r["y"], _pred(r["P"]["raw"], a * r["bias"][l2])) - _ua(r["y"], _pred(r["P"]["raw"]))
                           for r in sel])
             return float(d.mean() - d.std() / np.sqrt(len(d))) if len(d) else 0.0
@@ -434,7 +437,8 @@ def write_reports(results: dict, out_dir: Path) -> Path:
                 md.append(f"| {c} | 0 / {pc['speakers']} | - | | | | | | |")
                 continue
             ss = pc["summary"]
-            md.append(f"| {c} | {pc['eligible_speakers']} / {pc['speakers']} | {pc['shrinkage'][0]:g} (L2 {pc['shrinkage'][1]:g}) | " +
+            md.append(f"| {c} | {pc['eligible_speakers']} / {pc['speakers']} | "
+                      f"{pc['shrinkage'][0]:g} (L2 {pc['shrinkage'][1]:g}) | " +
                       " | ".join(f"{ss[k]['mean_ua']:.3f}" for k in CONDITIONS) + " |")
         md += ["", f"({r['seconds']:.0f} s)", ""]
     (out_dir / "profiles.md").write_text("\n".join(md) + "\n", encoding="utf-8")
@@ -444,7 +448,8 @@ def write_reports(results: dict, out_dir: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.profile_eval", description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=None,
-                   help="data root (default $REALTIME_SER_DATA, else ../shared/data beside the checkout, else /work/shared/data)")
+                   help="data root (default $REALTIME_SER_DATA, else ../shared/data beside the checkout, "
+                        "else /work/shared/data)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "reports")
     p.add_argument("--jobs", type=int, default=2)

@@ -37,14 +37,14 @@ def plot_confusion(cm: list[list[int]], labels: list[str], title: str, path: Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cm = np.asarray(cm, dtype=float)
-    rows = cm.sum(axis=1, keepdims=True)
-    share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    counts = np.asarray(cm, dtype=float)
+    rows = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
     fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(labels), 0.8 + 0.65 * len(labels)))
     ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     for i in range(len(labels)):
         for j in range(len(labels)):
-            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=8,
+            ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=8,
                     color="white" if share[i, j] > 0.5 else "black")
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels)
@@ -69,11 +69,12 @@ def render_markdown(rep: dict) -> str:
     s = rep["settings"]
     lines = ["# Speaker-independent evaluation", "",
              f"Created {rep['created']} from commit `{rep.get('git_commit')}`; feature spec `{rep['spec_hash']}` "
-             f"({rep['n_features']} features), windows {rep['framing']['window_s']} s / hop {rep['framing']['hop_s']} s, "
+             f"({rep['n_features']} features), windows {rep['framing']['window_s']} s / "
+             f"hop {rep['framing']['hop_s']} s, "
              f"VAD {rep['vad']}.", "",
              "Every figure is on speakers the model was not trained on: per outer fold, hyper-parameters are chosen "
-             f"by speaker-grouped CV inside the training speakers ({s['inner_folds']} groups), the model is fitted on the "
-             "training speakers, and only the held-out speakers are scored. Figures pool all folds' held-out "
+             f"by speaker-grouped CV inside the training speakers ({s['inner_folds']} groups), the model is fitted "
+             "on the training speakers, and only the held-out speakers are scored. Figures pool all folds' held-out "
              "predictions; `fold UA` is the mean ± std over folds. Utterance = mean of a clip's voiced-window "
              "probabilities (clips with no voiced window: mean of all windows, counted as fallback); window = "
              "voiced windows. `online_speaker`: per-speaker normalisation, simulated causally per test speaker as "
@@ -92,16 +93,18 @@ def render_markdown(rep: dict) -> str:
                   "| model | norm | utt UA | utt acc | utt macro F1 | utt kappa | utt MCC | fold UA (utt) | "
                   "win UA | win acc | fallback clips | selected params |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for key, r in p["results"].items():
+        for r in p["results"].values():
             u, w = r["utterance"], r["window"]
             params = sorted({json.dumps(v, sort_keys=True) for v in r["selected_params"].values()})
             lines.append(f"| {r['recipe']} | {r['norm']} | **{_pct(u['ua'])}** | {_pct(u['accuracy'])} | "
-                         f"{_pct(u['macro_f1'])} | {u['kappa']:.3f} | {u['mcc']:.3f} | {_fold_spread(r['utterance_fold_ua'])} | "
+                         f"{_pct(u['macro_f1'])} | {u['kappa']:.3f} | {u['mcc']:.3f} | "
+                         f"{_fold_spread(r['utterance_fold_ua'])} | "
                          f"{_pct(w['ua'])} | {_pct(w['accuracy'])} | {r['fallback_clips']} | {'; '.join(params)} |")
         if "seed_baseline" in p:
             sb = p["seed_baseline"]
             u = sb["utterance"]
-            lines.append(f"| seed MLP (180 clip means), random_state {sb['random_states'][0]} | none | **{_pct(u['ua'])}** | {_pct(u['accuracy'])} | "
+            lines.append(f"| seed MLP (180 clip means), random_state {sb['random_states'][0]} | none | "
+                         f"**{_pct(u['ua'])}** | {_pct(u['accuracy'])} | "
                          f"{_pct(u['macro_f1'])} | {u['kappa']:.3f} | {u['mcc']:.3f} | "
                          f"{_fold_spread(p['seed_baseline']['utterance_fold_ua'])} | - | - | - | seed |")
         if "seed_baseline" in p:
@@ -124,7 +127,8 @@ def render_markdown(rep: dict) -> str:
     lines += ["## Timing (wall clock, this machine)", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in t.items()]
     lines += ["", "Seconds summed over the fold tasks, which run in parallel (select = inner CV, fit = outer fit, "
-              "predict = normalisation simulation + inference):", "", "| protocol | model | select | fit | predict |", "|---|---|---|---|---|"]
+              "predict = normalisation simulation + inference):", "", "| protocol | model | select | fit | predict |",
+              "|---|---|---|---|---|"]
     for corpus, p in rep["protocols"].items():
         for key, r in p["results"].items():
             cs = r["cpu_s"]
@@ -171,7 +175,8 @@ def read_report(path: Path) -> dict:
     try:
         rep = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise DataError(f"evaluation report {path} not found; run `python -m train evaluate` first or omit --report") from None
+        raise DataError(f"evaluation report {path} not found; run `python -m train evaluate` first or omit "
+                        "--report") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(f"evaluation report {path} is not readable JSON ({e})") from None
     if not isinstance(rep, dict) or "protocols" not in rep:

@@ -4,8 +4,8 @@ grid searched by inner leave-one-corpus-out (``train.crosscorpus.select``). Ever
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import VotingClassifier

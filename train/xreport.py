@@ -47,7 +47,8 @@ def render_markdown(rep: dict) -> str:
              f"({s['select_mode']} UA) from {s['grid']}" + (f"; fixed to {s['fixed_params']} for this run"
                                                            if s.get("fixed_params") else "") + ". "
              f"Evaluated but never trained on: {', '.join(s['eval_only']) or 'none'}.", "",
-             "| held-out corpus | clips | population UA | per file UA | per speaker UA | per speaker accuracy | C / params |",
+             "| held-out corpus | clips | population UA | per file UA | per speaker UA | per speaker accuracy "
+             "| C / params |",
              "|---|---|---|---|---|---|---|"]
     for h, d in cross["corpora"].items():
         lines.append(f"| {h}{'' if d.get('trained_on', True) else ' (eval only)'} | {rep['counts'][h]['clips']} | "
@@ -79,7 +80,8 @@ def render_markdown(rep: dict) -> str:
                          f"{100 * v.mean():.1f} ± {100 * v.std():.1f} |")
     t = rep["timing"]
     lines += ["", f"Run time: {t['total_s']:.0f} s ({t['features_s']:.0f} s loading windows, "
-                  f"{t['folds_wall_s']:.0f} s folds on {s['jobs']} process(es), {s['cpu_count']} CPUs, shared machine).", ""]
+                  f"{t['folds_wall_s']:.0f} s folds on {s['jobs']} process(es), {s['cpu_count']} CPUs, "
+                  "shared machine).", ""]
     return "\n".join(lines)
 
 
