@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sounds
-from conftest import SHARED_DATA, skip_or_fail
 
 from realtime_ser import features, gate, vad
 from realtime_ser.audio.windowing import Windower, windows_of
 from realtime_ser.vad import VadParams
+
+from conftest import SHARED_DATA, skip_or_fail
 
 SR = 16_000
 WINDOW, HOP = 2 * SR, SR // 2
