@@ -63,14 +63,39 @@ def stream_config(model: ModelLike, window_s: float | None = None, hop_s: float 
 
 
 class Tracker:
-    """Speech-emotion tracking of a microphone or a file, as a stream of event dicts."""
+    """Speech-emotion tracking of a microphone or a file, as a stream of event dicts.
+
+    The events are the dicts ``listen`` writes as JSON lines (``realtime_ser/schema/events.schema.json``):
+    ``start``, ``prediction``, ``change``, ``status``, ``end``. Times in them are seconds of audio,
+    counted from samples. A tracker runs one stream at a time; use it as a context manager to release
+    the device or file.
+    """
 
     def __init__(self, model: ModelLike | str | Path | None = None, smoothing: SmoothingParams | None = None,
                  window_s: float | None = None, hop_s: float | None = None,
                  status_every_s: float = DEFAULT_STATUS_EVERY_S, queue_s: float = DEFAULT_QUEUE_S,
                  profile: Profile | str | Path | None = None, device_timeout_s: float | None = None) -> None:
-        """``device_timeout_s``: a lost input device is waited for and re-opened; give up (an
-        ``AudioDeviceError``) after this many seconds; None waits until stopped, 0 gives up at once."""
+        """Load the model and build the stream's configuration (once; every stream reuses it).
+
+        Args:
+            model: ``None`` (default) for the shipped model, a path to an ``.onnx`` with its ``.json``
+                card beside it, or an already loaded model.
+            smoothing: the smoothing parameters (seconds of audio, probabilities); default
+                ``SmoothingParams()`` (tau 1.0 s, enter 0.5, exit 0.35, dwell 1.0 s, ...).
+            window_s, hop_s: analysis window and hop in seconds; default: the model card's (2.0, 0.5).
+            status_every_s: a ``status`` event every this many seconds of audio; 0 for none; default 5.
+            queue_s: capture queue length in seconds of audio (live input); default 5.
+            profile: a speaker profile (``profiles.Profile``, a name or a path) to start the normaliser
+                from; default none.
+            device_timeout_s: a lost input device is waited for and re-opened; give up (an
+                ``AudioDeviceError``) after this many seconds; ``None`` (default) waits until stopped,
+                0 gives up at once.
+
+        Raises:
+            ModelError: the model or its card is missing, corrupted or mismatched; the profile does not
+                fit the model.
+            ConfigError: a window, hop, smoothing, queue or timeout value out of range.
+        """
         self.model = load_model(model)
         self.config = PipelineConfig(stream=stream_config(self.model, window_s, hop_s, smoothing),
                                      queue_s=queue_s, status_every_s=status_every_s,
@@ -110,12 +135,35 @@ class Tracker:
 
     def replay(self, path: str | Path, pace: str = "fast", block_frames: int | None = None,
                callback: EventCallback | None = None) -> Iterator[dict] | None:
-        """Events of a file (any WAV/FLAC/OGG, any rate and channel count)."""
+        """Events of a file (any WAV/FLAC/OGG/MP3, 8-192 kHz, any channel count).
+
+        Args:
+            path: the audio file.
+            pace: ``"fast"`` (default: as fast as possible, nothing skipped) or ``"realtime"`` (released
+                on the wall clock, exactly like a microphone).
+            block_frames: frames per read block at the file's own rate; default 50 ms (2 s when fast).
+            callback: if given, called with each event and ``replay`` returns ``None`` when the stream
+                ends; otherwise an iterator of the events is returned.
+
+        Raises:
+            InputAudioError: the file is missing, unreadable, empty or not audio (also while reading).
+        """
         return self._run(FileSource(path, pace=pace, block_frames=block_frames), callback, None)
 
     def listen(self, device: int | str | None = None, callback: EventCallback | None = None,
                block_frames: int | None = None, duration_s: float | None = None) -> Iterator[dict] | None:
-        """Events of a live input device (index, name substring, or None for the default)."""
+        """Events of a live input device.
+
+        Args:
+            device: the device's index, part of its name, or ``None`` (default) for the system default.
+            callback: as for ``replay``; without one, an iterator of the events is returned.
+            block_frames: frames per capture block at the device's rate; default 50 ms.
+            duration_s: stop after this many seconds of audio; default: until ``stop()``.
+
+        Raises:
+            AudioDeviceError: no such device, it cannot be opened, or (with ``device_timeout_s``) it
+                was gone for longer than that.
+        """
         return self._run(MicSource(device, block_frames=block_frames), callback, duration_s)
 
     def stop(self) -> None:
@@ -230,7 +278,18 @@ def predict_file(path: str | Path, model: ModelLike | str | Path | None = None,
     ``probabilities`` is the mean of the model's output over the file's speech windows
     (``None``, and ``emotion`` ``"silence"``, when there are none); ``speech_s`` is the
     audio time covered by speech windows (each window accounts for the audio since the
-    previous window's end). Raises ``InputAudioError`` for an unreadable file.
+    previous window's end).
+
+    Args:
+        path: the audio file (any WAV/FLAC/OGG/MP3, 8-192 kHz, any channel count).
+        model: ``None`` (default) for the shipped model, a path to an ``.onnx``, or a loaded model.
+        window_s, hop_s: analysis window and hop in seconds; default: the model card's.
+        profile: a speaker profile (object, name or path) to normalise with; default: a fresh
+            normaliser for this file.
+
+    Raises:
+        InputAudioError: the file is missing, unreadable, empty or not audio.
+        ModelError: the model, its card or the profile is missing, corrupted or mismatched.
     """
     m = load_model(model)
     return summarize_file(path, m, stream_config(m, window_s, hop_s), profile=load_profile(profile, m))
