@@ -107,6 +107,10 @@ def test_page_and_unknown_paths_and_foreign_origins(tiny_model_path, sad_happy_w
         run.finish()
 
 
+OFFER_BURST = 20  # events offered back to back in the slow-client test, then
+OFFER_PAUSE_S = 0.005  # a pause: a burst of 3000 at full speed outruns a reader on a loaded 2-core machine
+
+
 def test_slow_client_is_dropped_fast_client_gets_everything():
     server = ServeOutput(host="127.0.0.1", port=0)
     n = 3000
@@ -125,10 +129,17 @@ def test_slow_client_is_dropped_fast_client_gets_everything():
         time.sleep(0.01)
     assert len(server.clients) == 2
     payload = {"pad": "x" * 4000}  # 12 MB in all: more than the kernel's socket buffers hold
-    t0 = time.perf_counter()
+    offer_s = 0.0
     for i in range(n):
+        t0 = time.perf_counter()
         thread.offer({"schema": 1, "type": "prediction", "i": i, **payload})
-    offer_s = time.perf_counter() - t0
+        offer_s += time.perf_counter() - t0
+        if i % OFFER_BURST == OFFER_BURST - 1:
+            time.sleep(OFFER_PAUSE_S)  # still ~1000x the tracker's event rate, but a busy reader keeps up
+    # the end drains for at most DRAIN_S: let a reader that keeps up (slowly, on a busy machine) catch up
+    deadline = time.monotonic() + 30
+    while len(fast) < n and fast_reader.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
     thread.close(timeout=30)
     fast_reader.join(30)
     assert not fast_reader.is_alive()  # the server closed the connection normally at the end
