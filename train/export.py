@@ -146,10 +146,69 @@ def evaluation_for_card(report: dict, recipe: str, mode: str) -> tuple[dict, dic
     return evaluation, seed, complete
 
 
-def render_model_card(card: dict) -> str:
-    def pct(v):
-        return "-" if v is None else f"{100 * v:.1f} %"
 
+def pct(v: float | None) -> str:
+    """A fraction as a percentage for the model cards ("-" when missing)."""
+    return "-" if v is None else f"{100 * v:.1f} %"
+
+
+PARITY_PROBE_ROWS = 64  # rows the runtime's loader is checked on against scikit-learn after writing
+
+
+def _convert(pipe: Any, labels: list[str], timing: dict) -> bytes:
+    """The fitted pipeline as ONNX with the label checksum (issue 12: the label order is checked at load)."""
+    if not np.array_equal(pipe.classes_, np.arange(len(labels))):
+        raise ExportError(f"the fitted model knows classes {list(pipe.classes_)} but the labels are {labels}; "
+                          f"every label needs training clips")
+    t0 = time.perf_counter()
+    onnx_bytes = with_label_checksum(to_onnx(pipe), labels)
+    timing["convert_s"] = time.perf_counter() - t0
+    if len(onnx_bytes) > MAX_MODEL_BYTES:
+        raise ExportError(f"the ONNX model is {len(onnx_bytes) / 1e6:.1f} MB, over the {MAX_MODEL_BYTES / 1e6:.0f} MB "
+                          f"limit for a shipped model; choose a smaller recipe")
+    return onnx_bytes
+
+
+def _card_header(name: str, labels: list[str], framing: Framing, normalization: dict,
+                 vad_params: VadParams) -> dict:
+    """The fields every model card starts with: what the runtime reads to run the model."""
+    return {
+        "name": name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "git_commit": git_commit(),
+        "labels": labels,
+        "sample_rate": framing.sample_rate,
+        "window_s": framing.window_s,
+        "hop_s": framing.hop_s,
+        "feature_spec": {**features.FEATURE_SPEC, "hash": features.SPEC_HASH},
+        "input_width": features.N_FEATURES,
+        "normalization": normalization,
+        "vad": asdict(vad_params),
+    }
+
+
+def _write_and_verify(out_dir: Path, name: str, onnx_bytes: bytes, card: dict, markdown: str, pipe: Any,
+                      probe: np.ndarray) -> Path:
+    """Write ``<name>.onnx``, its card and MODEL_CARD.md, then load them with the runtime's own loader,
+    which must accept them and agree with scikit-learn on ``probe``; on failure the files are removed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = out_dir / f"{name}.onnx"
+    onnx_path.write_bytes(onnx_bytes)
+    onnx_path.with_suffix(".json").write_text(json.dumps(card, indent=1, default=float), encoding="utf-8")
+    (out_dir / "MODEL_CARD.md").write_text(markdown, encoding="utf-8")
+    written = [onnx_path, onnx_path.with_suffix(".json"), out_dir / "MODEL_CARD.md"]
+    try:
+        model = Model.load(onnx_path)
+        rows = probe[:PARITY_PROBE_ROWS]
+        if not np.allclose(model.predict_proba(rows), pipe.predict_proba(rows.astype(np.float32)), atol=PARITY_ATOL):
+            raise ExportError(f"Model.load({onnx_path}) gives other probabilities than scikit-learn")
+    except SerError as e:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise ExportError(f"the exported model fails the runtime's checks ({e}); removed it") from None
+    return onnx_path
+
+def render_model_card(card: dict) -> str:
     r = card["recipe"]
     lines = [f"# Model card: {card['name']}", "",
              f"Speech-emotion classifier for realtime-ser: {len(card['labels'])} classes "
@@ -226,17 +285,7 @@ def export(*, data_root: Path, out_dir: Path, recipe: str, mode: str, report: di
     t0 = time.perf_counter()
     pipe, prior = fit_model(recipe, params, mode, data, all_clips)
     timing["fit_s"] = time.perf_counter() - t0
-    if not np.array_equal(pipe.classes_, np.arange(len(labels))):
-        raise ExportError(f"the fitted model knows classes {list(pipe.classes_)} but the labels are {labels}; "
-                          f"every label needs training clips")
-
-    t0 = time.perf_counter()
-    onnx_bytes = to_onnx(pipe)
-    onnx_bytes = with_label_checksum(onnx_bytes, labels)  # issue 12: the label order is checked at load
-    timing["convert_s"] = time.perf_counter() - t0
-    if len(onnx_bytes) > MAX_MODEL_BYTES:
-        raise ExportError(f"the ONNX model is {len(onnx_bytes) / 1e6:.1f} MB, over the {MAX_MODEL_BYTES / 1e6:.0f} MB "
-                          f"limit for a shipped model; choose a smaller recipe")
+    onnx_bytes = _convert(pipe, labels, timing)
 
     # Parity on the training inputs and on inputs the model was not fitted on.
     voiced = np.flatnonzero(data.speech)
@@ -254,17 +303,8 @@ def export(*, data_root: Path, out_dir: Path, recipe: str, mode: str, report: di
 
     per_corpus = {t.corpus: t.counts() for t in tables}
     card = {
-        "name": name,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "git_commit": git_commit(),
-        "labels": labels,
-        "sample_rate": framing.sample_rate,
-        "window_s": framing.window_s,
-        "hop_s": framing.hop_s,
-        "feature_spec": {**features.FEATURE_SPEC, "hash": features.SPEC_HASH},
-        "input_width": features.N_FEATURES,
-        "normalization": prior.to_json() if prior is not None else {"type": "none"},
-        "vad": asdict(vad_params),
+        **_card_header(name, labels, framing, prior.to_json() if prior is not None else {"type": "none"},
+                       vad_params),
         "recipe": {"name": recipe, "description": rec.description, "params": params, "norm": mode,
                    "selection": selection, "selection_method": "speaker-grouped CV over all training speakers"},
         "training_data": {"corpora": [t.corpus for t in tables], "clips": sum(d["clips"] for d in per_corpus.values()),
@@ -280,24 +320,8 @@ def export(*, data_root: Path, out_dir: Path, recipe: str, mode: str, report: di
         "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
         "timing_s": timing,
     }
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    onnx_path = out_dir / f"{name}.onnx"
-    onnx_path.write_bytes(onnx_bytes)
-    onnx_path.with_suffix(".json").write_text(json.dumps(card, indent=1), encoding="utf-8")
-    (out_dir / "MODEL_CARD.md").write_text(render_model_card(card), encoding="utf-8")
-
-    # The runtime's own loader must accept it and agree with scikit-learn.
-    written = [onnx_path, onnx_path.with_suffix(".json"), out_dir / "MODEL_CARD.md"]
-    try:
-        model = Model.load(onnx_path)
-        probe = next(X for X in sets.values() if len(X))[:64]
-        if not np.allclose(model.predict_proba(probe), pipe.predict_proba(probe.astype(np.float32)), atol=PARITY_ATOL):
-            raise ExportError(f"Model.load({onnx_path}) gives other probabilities than scikit-learn")
-    except SerError as e:
-        for p in written:
-            p.unlink(missing_ok=True)
-        raise ExportError(f"the exported model fails the runtime's checks ({e}); removed it") from None
+    onnx_path = _write_and_verify(Path(out_dir), name, onnx_bytes, card, render_model_card(card), pipe,
+                                  next(X for X in sets.values() if len(X)))
     log.info("exported %s (%d bytes, %d labels, parity %s)", onnx_path, len(onnx_bytes), len(labels), parity)
     return card
 
@@ -396,13 +420,7 @@ def export_cross(*, data_root: Path, out_dir: Path, rep: dict, name: str = "defa
     pipe, prior = cc.fit(s["recipe"], params, pool, clips, s["augment"])
     timing["fit_s"] = time.perf_counter() - t0
     labels = list(pool.labels)
-    if not np.array_equal(pipe.classes_, np.arange(len(labels))):
-        raise ExportError(f"the fitted model knows classes {list(pipe.classes_)} but the labels are {labels}")
-    t0 = time.perf_counter()
-    onnx_bytes = with_label_checksum(to_onnx(pipe), labels)  # issue 12: the label order is checked at load
-    timing["convert_s"] = time.perf_counter() - t0
-    if len(onnx_bytes) > MAX_MODEL_BYTES:
-        raise ExportError(f"the ONNX model is {len(onnx_bytes) / 1e6:.1f} MB, over the limit; choose a smaller recipe")
+    onnx_bytes = _convert(pipe, labels, timing)
     d = pool.by_condition["clean"]
     X_train, _, _, _ = cc.training_rows(pool, clips, s["augment"], cc._POOL["train_norm"])
     sets = {"training_windows": X_train,
@@ -428,17 +446,7 @@ def export_cross(*, data_root: Path, out_dir: Path, rep: dict, name: str = "defa
                    for c in s["eval_only"]}
     rec = get_xrecipe(s["recipe"])
     card = {
-        "name": name,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "git_commit": git_commit(),
-        "labels": labels,
-        "sample_rate": framing.sample_rate,
-        "window_s": framing.window_s,
-        "hop_s": framing.hop_s,
-        "feature_spec": {**features.FEATURE_SPEC, "hash": features.SPEC_HASH},
-        "input_width": features.N_FEATURES,
-        "normalization": prior.to_json(),
-        "vad": asdict(vad_params),
+        **_card_header(name, labels, framing, prior.to_json(), vad_params),
         "recipe": {"name": s["recipe"], "description": rec.description, "params": params, "norm": "online_speaker",
                    "train_norm": s.get("train_norm", "speaker"), "augment": s["augment"],
                    "weighting": "every (corpus, class) cell the same total weight",
@@ -462,29 +470,12 @@ def export_cross(*, data_root: Path, out_dir: Path, rep: dict, name: str = "defa
         "timing_s": {**timing, "cross_corpus_evaluation_s": rep["timing"]["total_s"]},
         **(extra or {}),
     }
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    onnx_path = out_dir / f"{name}.onnx"
-    onnx_path.write_bytes(onnx_bytes)
-    onnx_path.with_suffix(".json").write_text(json.dumps(card, indent=1, default=float), encoding="utf-8")
-    (out_dir / "MODEL_CARD.md").write_text(render_cross_card(card), encoding="utf-8")
-    written = [onnx_path, onnx_path.with_suffix(".json"), out_dir / "MODEL_CARD.md"]
-    try:
-        model = Model.load(onnx_path)
-        probe = sets["runtime_normalised_windows"][:64]
-        if not np.allclose(model.predict_proba(probe), pipe.predict_proba(probe.astype(np.float32)), atol=PARITY_ATOL):
-            raise ExportError(f"Model.load({onnx_path}) gives other probabilities than scikit-learn")
-    except SerError as e:
-        for p in written:
-            p.unlink(missing_ok=True)
-        raise ExportError(f"the exported model fails the runtime's checks ({e}); removed it") from None
+    _write_and_verify(Path(out_dir), name, onnx_bytes, card, render_cross_card(card), pipe,
+                      sets["runtime_normalised_windows"])
     return card
 
 
 def render_cross_card(card: dict) -> str:
-    def pct(v):
-        return "-" if v is None else f"{100 * v:.1f} %"
-
     r = card["recipe"]
     ev = card["evaluation"]
     cc = ev["cross_corpus"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .report import git_commit, plot_confusion
+from .report import _pct, git_commit, plot_confusion
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -16,10 +16,6 @@ MODE_TITLES = {"population": "population (no adaptation)", "per_file": "per file
                "per_speaker": "per speaker, online"}
 CONDITION_TITLES = {"clean": "clean", "snr20": "20 dB SNR", "snr10": "10 dB SNR", "snr5": "5 dB SNR",
                     "reverb": "reverberant room"}
-
-
-def _pct(v) -> str:
-    return "-" if v is None else f"{100 * v:.1f}"
 
 
 def _json_default(o):
