@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -243,24 +245,12 @@ VOICE_S = 4.0
 READ_CHUNK = 4096
 
 
-def test_cli_dashboard_on_a_terminal_leaves_stdout_json(tiny_model_path, tmp_path) -> None:
-    """The real CLI with its dashboard on a (pseudo-)terminal stderr: stdout still gets every JSON line."""
-    import os
-    import pty
-    import threading
-
-    from helpers import MID_F0, voice, write_audio
-
-    wav = write_audio(tmp_path / "voice.wav", voice(MID_F0, VOICE_S))
-    base = [sys.executable, "-m", "realtime_ser", "listen", "--replay", str(wav), "--pace", "fast",
-            "--model", str(tiny_model_path)]
-    plain = subprocess.run(base + ["--no-dashboard"], capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
-    assert plain.returncode == 0, plain.stderr
-
-    master, slave = pty.openpty()
+def read_terminal(master: int) -> tuple[bytearray, threading.Thread]:
+    """Everything written to a pseudo-terminal, read by a thread (so its buffer never fills up and blocks
+    the dashboard) until the terminal closes: the bytes so far, and the thread to join."""
     screen = bytearray()
 
-    def drain() -> None:  # keep the terminal's buffer from filling up and blocking the dashboard
+    def drain() -> None:
         while True:
             try:
                 chunk = os.read(master, READ_CHUNK)
@@ -272,6 +262,23 @@ def test_cli_dashboard_on_a_terminal_leaves_stdout_json(tiny_model_path, tmp_pat
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
+    return screen, reader
+
+
+def test_cli_dashboard_on_a_terminal_leaves_stdout_json(tiny_model_path, tmp_path) -> None:
+    """The real CLI with its dashboard on a (pseudo-)terminal stderr: stdout still gets every JSON line."""
+    import pty
+
+    from helpers import MID_F0, voice, write_audio
+
+    wav = write_audio(tmp_path / "voice.wav", voice(MID_F0, VOICE_S))
+    base = [sys.executable, "-m", "realtime_ser", "listen", "--replay", str(wav), "--pace", "fast",
+            "--model", str(tiny_model_path)]
+    plain = subprocess.run(base + ["--no-dashboard"], capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+    assert plain.returncode == 0, plain.stderr
+
+    master, slave = pty.openpty()
+    screen, reader = read_terminal(master)
     try:
         with_dashboard = subprocess.run(base + ["--dashboard"], stdout=subprocess.PIPE, stderr=slave,
                                         text=True, timeout=CHILD_TIMEOUT_S)
@@ -346,28 +353,13 @@ def run_on_a_terminal(argv: list[str], *, stdout_on_terminal: bool) -> tuple[int
     """Run ``argv`` with stderr (and stdout too if asked) on a real pseudo-terminal of 80x24; returns
     (exit code, what the terminal received, what a piped stdout received)."""
     import fcntl
-    import os
     import pty
     import struct
     import termios
-    import threading
 
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", FIT_HEIGHT, FIT_WIDTH, 0, 0))
-    screen = bytearray()
-
-    def drain() -> None:
-        while True:
-            try:
-                chunk = os.read(master, READ_CHUNK)
-            except OSError:
-                return
-            if not chunk:
-                return
-            screen.extend(chunk)
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
+    screen, reader = read_terminal(master)
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     env["TERM"] = "xterm-256color"
     try:
