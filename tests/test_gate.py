@@ -12,7 +12,6 @@ the windows that are speech in the clean voice.
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
@@ -208,16 +207,12 @@ def test_the_shipped_model_is_derived_by_the_script():
 # ---------------------------------------------------------------- corpora
 
 
-def _data_root() -> Path:
-    return Path(os.environ.get("REALTIME_SER_DATA") or SHARED_DATA)
-
-
 @pytest.mark.corpus
 @pytest.mark.parametrize("corpus", CORPORA)
 def test_clean_corpus_clips_keep_their_speech_windows(corpus):
     import soundfile as sf
 
-    manifest = _data_root() / corpus / "MANIFEST.csv"
+    manifest = SHARED_DATA / corpus / "MANIFEST.csv"  # conftest: $REALTIME_SER_DATA or ../shared/data
     if not manifest.exists():
         skip_or_fail(f"corpus {corpus} not found at {manifest.parent} (set REALTIME_SER_DATA)")
     with manifest.open(newline="", encoding="utf-8") as f:
