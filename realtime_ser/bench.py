@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from .audio.windowing import Window
-    from .stream import ModelLike
+    from .core import ModelLike
 
 SAMPLE_RATE = 16_000
 MS_PER_S = 1000.0
@@ -235,7 +235,7 @@ def _p95(xs: list[float]) -> float:
 def time_runtime_windows(model: ModelLike, audio: np.ndarray) -> dict:
     """Per-window wall time of the runtime's features + inference (``StreamProcessor.classify``)."""
     from . import features
-    from .stream import StreamConfig, StreamProcessor
+    from .core import StreamConfig, StreamProcessor
 
     cfg = StreamConfig(window_s=getattr(model, "window_s", 2.0), hop_s=getattr(model, "hop_s", 0.5))
     total, cpu, speech, windows = [], [], 0, []

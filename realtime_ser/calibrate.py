@@ -27,7 +27,7 @@ import numpy as np
 from .errors import ConfigError, InputAudioError, ModelError
 
 if TYPE_CHECKING:
-    from .stream import ModelLike, Pending
+    from .core import ModelLike, Pending
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class Collector:
 
     def __init__(self, model: ModelLike, source_rate: int) -> None:
         from .api import stream_config
-        from .stream import StreamProcessor
+        from .core import StreamProcessor
 
         self.model = model
         self.proc = StreamProcessor(model, source_rate, stream_config(model))

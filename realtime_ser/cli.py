@@ -99,10 +99,10 @@ if TYPE_CHECKING:  # for annotations only: the command modules load lazily
     from rich.console import Console
     from rich.live import Live
 
-    from .pipeline import Pipeline
+    from .runner import Pipeline
     from .profiles import Profile
     from .sinks.dashboard import Dashboard
-    from .stream import ModelLike, StreamConfig
+    from .core import ModelLike, StreamConfig
 
 log = logging.getLogger("realtime_ser")
 
@@ -487,7 +487,7 @@ def _make_dashboard(model: ModelLike, source_name: str) -> tuple[Dashboard, Live
 def cmd_listen(args: argparse.Namespace) -> int:
     from .api import load_model
     from .audio.sources import FileSource, MicSource
-    from .pipeline import Pipeline, PipelineConfig
+    from .runner import Pipeline, PipelineConfig
     from .sinks.jsonl import JsonlSink
 
     state: dict[str, Any] = {"pipeline": None, "signum": None}

@@ -26,7 +26,7 @@ from .errors import ConfigError
 
 if TYPE_CHECKING:  # for annotations only (the outputs load lazily)
     from .avatar_map import AvatarMap
-    from .pipeline import OutputThread
+    from .runner import OutputThread
     from .sinks.base import Output
 
 log = logging.getLogger(__name__)
@@ -198,7 +198,7 @@ def build(config: OutputsConfig, labels: Sequence[str], stderr: TextIO | None = 
     """Check the avatar map against the model, make and start every output the config asks for."""
     if not config.any:
         return Outputs([])
-    from .pipeline import OutputThread
+    from .runner import OutputThread
 
     stderr = stderr if stderr is not None else sys.stderr
     amap = config.avatar_map

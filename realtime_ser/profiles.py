@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigError, ModelError
 
 if TYPE_CHECKING:  # for annotations only
-    from .stream import ModelLike, StreamProcessor
+    from .core import ModelLike, StreamProcessor
 
 FORMAT = "realtime-ser-profile"
 VERSION = 1

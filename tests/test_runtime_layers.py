@@ -37,13 +37,13 @@ def test_runtime_never_imports_training_code_or_pickle():
             assert imported_roots(path) & NEVER_IN_RUNTIME == set(), path
 
 
-def test_only_the_pipeline_starts_threads():
+def test_only_the_runner_starts_threads():
     starters = []
     for path in PKG.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "Thread":
                 starters.append(path.relative_to(PKG).as_posix())
-    assert starters and set(starters) == {"pipeline.py"}
+    assert starters and set(starters) == {"runner.py"}
 
 
 def test_sinks_only_format_and_write():

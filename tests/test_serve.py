@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from websockets.sync.client import connect
 
-from realtime_ser.pipeline import OutputThread
+from realtime_ser.runner import OutputThread
 from realtime_ser.sinks.serve import ServeOutput
 
 from conftest import skip_or_fail

@@ -307,7 +307,7 @@ def test_ravdess_changes_depend_less_on_the_window_grid_phase(shared_data_dir, t
     from test_live import CANDIDATE_CLIP_SETS, build_speech_file
 
     from realtime_ser.api import load_model, stream_config
-    from realtime_ser.stream import StreamProcessor
+    from realtime_ser.core import StreamProcessor
 
     model = load_model(None)
     config = stream_config(model)

@@ -3,10 +3,10 @@
 ``StreamProcessor`` chains, for one stream: gap filling (dropped blocks become silence
 so the audio clock stays right) -> ``Converter`` (16 kHz mono) -> ``Windower`` ->
 speech gate (``gate.SpeechGate``) -> features -> online speaker normaliser (if the model ships one) -> model ->
-``Smoother`` -> events. It is split in two steps so the pipeline can skip stale
+``Smoother`` -> events. It is split in two steps so the runner can skip stale
 windows under overload: ``ingest`` (cheap: conversion and windowing) and ``process``
 (the expensive part, per window). ``predict`` and the library use it synchronously;
-``pipeline`` runs it in its worker thread.
+``runner`` runs it in its worker thread.
 """
 
 from __future__ import annotations
