@@ -71,11 +71,13 @@ class Tracker:
     the device or file.
     """
 
-    def __init__(self, model: ModelLike | str | Path | None = None, smoothing: SmoothingParams | None = None,
+    def __init__(self, model: ModelLike | str | Path | None = None, *, smoothing: SmoothingParams | None = None,
                  window_s: float | None = None, hop_s: float | None = None,
                  status_every_s: float = DEFAULT_STATUS_EVERY_S, queue_s: float = DEFAULT_QUEUE_S,
                  profile: Profile | str | Path | None = None, device_timeout_s: float | None = None) -> None:
         """Load the model and build the stream's configuration (once; every stream reuses it).
+
+        Every argument but ``model`` is keyword-only.
 
         Args:
             model: ``None`` (default) for the shipped model, a path to an ``.onnx`` with its ``.json``

@@ -94,7 +94,7 @@ class StreamProcessor:
     """Blocks of one source -> windows -> events. ``live`` adds latency to the events."""
 
     def __init__(self, model: ModelLike, source_rate: int, config: StreamConfig | None = None,
-                 live: bool = False) -> None:
+                 *, live: bool = False) -> None:
         self.model = model
         self.config = config if config is not None else StreamConfig()
         self.labels = tuple(model.labels)

@@ -243,7 +243,7 @@ class MicSource:
 
     live = True
 
-    def __init__(self, device: int | str | None = None, block_frames: int | None = None) -> None:
+    def __init__(self, device: int | str | None = None, *, block_frames: int | None = None) -> None:
         if block_frames is not None and block_frames <= 0:
             raise ConfigError(f"--block-size must be a positive number of frames, got {block_frames}")
         self.device_spec = device
@@ -514,7 +514,7 @@ class FileSource:
     ``block_frames`` reads, so the audio kept before a fault is the same either way.
     """
 
-    def __init__(self, path: str | Path, pace: str = "fast", block_frames: int | None = None) -> None:
+    def __init__(self, path: str | Path, *, pace: str = "fast", block_frames: int | None = None) -> None:
         if pace not in PACES:
             raise ConfigError(f"--pace must be one of {', '.join(PACES)}, got {pace!r}")
         if block_frames is not None and block_frames <= 0:
