@@ -34,10 +34,10 @@ import numpy as np
 
 from . import SAMPLE_RATE
 from .audio.sources import FileSource, MicSource
+from .core import ModelLike, Pending, StreamConfig, StreamProcessor
 from .events import PROB_DECIMALS, t_round
 from .runner import DEFAULT_QUEUE_S, DEFAULT_STATUS_EVERY_S, Pipeline, PipelineConfig
 from .smoothing import SILENCE, SmoothingParams
-from .core import ModelLike, Pending, StreamConfig, StreamProcessor
 
 if TYPE_CHECKING:  # for annotations only (profiles load lazily)
     from .profiles import Profile

@@ -99,10 +99,10 @@ if TYPE_CHECKING:  # for annotations only: the command modules load lazily
     from rich.console import Console
     from rich.live import Live
 
-    from .runner import Pipeline
-    from .profiles import Profile
-    from .sinks.dashboard import Dashboard
     from .core import ModelLike, StreamConfig
+    from .profiles import Profile
+    from .runner import Pipeline
+    from .sinks.dashboard import Dashboard
 
 log = logging.getLogger("realtime_ser")
 

@@ -44,9 +44,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import SAMPLE_RATE
 from .audio.sources import END, Block, DeviceLost, FileSource, MicSource, SourceFailure, stall_timeout
+from .core import ModelLike, Pending, StreamConfig, StreamProcessor
 from .errors import AudioDeviceError, ConfigError, SerError
 from .events import CALLBACK_MS_DECIMALS, EndEvent, StatusEvent, t_round
-from .core import ModelLike, Pending, StreamConfig, StreamProcessor
 
 if TYPE_CHECKING:  # for annotations only (the outputs load lazily)
     from .sinks.base import Output

@@ -26,4 +26,4 @@ def test_options_are_keyword_only(cls):
 
 def test_an_option_by_position_is_refused(tmp_path):
     with pytest.raises(TypeError):
-        FileSource(tmp_path / "x.wav", "fast")  # type: ignore[misc]
+        FileSource(tmp_path / "x.wav", "fast")

@@ -48,9 +48,9 @@ import numpy as np
 import pytest
 
 from realtime_ser.audio.sources import END, Block, CallbackCapture, FileSource, MicSource
+from realtime_ser.core import StreamProcessor
 from realtime_ser.errors import ConfigError
 from realtime_ser.runner import Pipeline, PipelineConfig
-from realtime_ser.core import StreamProcessor
 
 from helpers import MID_F0, cli_command, of_type, parse_lines, voice, write_audio
 from test_device_faults import (  # noqa: F401 (fixtures)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from realtime_ser.audio.sources import CallbackCapture
+from realtime_ser.core import StreamConfig
 from realtime_ser.runner import Pipeline, PipelineConfig
 from realtime_ser.smoothing import SmoothingParams
-from realtime_ser.core import StreamConfig
 
 from helpers import HIGH_F0, SlowModel, voice
 

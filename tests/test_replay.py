@@ -11,9 +11,9 @@ import pytest
 
 from realtime_ser.api import Tracker
 from realtime_ser.audio.sources import BLOCK_S, FAST_READ_S, FileSource
+from realtime_ser.core import StreamProcessor
 from realtime_ser.errors import InputAudioError
 from realtime_ser.runner import Pipeline, PipelineConfig
-from realtime_ser.core import StreamProcessor
 
 from helpers import HIGH_F0, LOW_F0, SlowModel, comparable, load_schema, noise, voice, write_audio
 
