@@ -3,7 +3,7 @@
 ``OutputsConfig.from_args`` reads ``--osc``, ``--osc-preset``, ``--osc-prefix``,
 ``--osc-face-blend``, ``--vmc-names``, ``--avatar-map``, ``--vts`` and ``--serve`` (bad values:
 one-line ``ConfigError``, exit 2); ``build`` makes the outputs, each in its own thread behind a
-bounded queue (``pipeline.OutputThread``), and ``Outputs.publish`` offers each event to all of
+bounded queue (``runner.OutputThread``), and ``Outputs.publish`` offers each event to all of
 them without ever waiting. A ``status`` event gets an ``outputs`` object first (per output: sent,
 errors, dropped), so drops show on stdout too.
 

@@ -1,6 +1,6 @@
 """The contract of a network output (OSC, VTube Studio, the local WebSocket server).
 
-An output runs in its own thread behind a bounded queue (``pipeline.OutputThread``: the only
+An output runs in its own thread behind a bounded queue (``runner.OutputThread``: the only
 module that starts threads): the main thread *offers* each event with ``put_nowait`` and never
 waits; when the queue is full the event is dropped and counted, so a slow or absent receiver
 never delays the tracker. The output's thread calls :meth:`Output.run` with an :class:`Inbox`.

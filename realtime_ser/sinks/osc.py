@@ -1,6 +1,6 @@
 """OSC outputs (python-osc over UDP): presets ``vrchat``, ``vmc`` and ``raw`` (issue 11).
 
-Each runs in its own thread (``pipeline.OutputThread``) and sends only to the address given;
+Each runs in its own thread (``runner.OutputThread``) and sends only to the address given;
 UDP never waits for the receiver, and a receiver that is down only shows as ``errors`` in the
 status events' ``outputs`` counters.
 
